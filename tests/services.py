@@ -1,0 +1,66 @@
+"""Back ends for the `services` fixture: the local stack, or testcontainers when Docker answers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+
+@dataclass(frozen=True)
+class Services:
+    database_url: str  # superuser URL of the `nibble` database
+    kafka_bootstrap: str
+    pinot_controller_url: str
+    pinot_broker_url: str
+
+    def database_url_for(self, database: str) -> str:
+        parts = urlsplit(self.database_url)
+        return urlunsplit(parts._replace(path=f"/{database}"))
+
+    def environ(self) -> dict[str, str]:
+        """The NIBBLE_* variables that point a `nibble` subprocess at these services."""
+        return {
+            "NIBBLE_DATABASE_URL": self.database_url,
+            "NIBBLE_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "NIBBLE_PINOT_CONTROLLER_URL": self.pinot_controller_url,
+            "NIBBLE_PINOT_BROKER_URL": self.pinot_broker_url,
+        }
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextmanager
+def start_services() -> Iterator[Services]:
+    if docker_available() and os.environ.get("NIBBLE_TEST_BACKEND", "") != "local":
+        from tests.containers import container_services
+
+        with container_services() as running:
+            yield running
+    else:
+        yield local_services()
+
+
+def local_services() -> Services:
+    """Bring up (idempotently) the embedded stack and point at it; raises if a service cannot start."""
+    from pipeline import stack
+    from pipeline.config import load_settings
+
+    settings = load_settings()
+    stack.up(settings)
+    return Services(
+        database_url=settings.postgres_url,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        pinot_controller_url=settings.pinot_controller,
+        pinot_broker_url=settings.pinot_broker,
+    )
