@@ -72,12 +72,24 @@ class LocalStack:
             Service("postgres", s.postgres_port, s.postgres_url, self._postgres_healthy),
             Service("kafka", s.kafka_port, s.kafka_bootstrap, self._kafka_healthy),
             Service("zookeeper", s.zookeeper_port, f"127.0.0.1:{s.zookeeper_port}", self._zookeeper_healthy),
-            Service("pinot-controller", s.pinot_controller_port, s.pinot_controller,
-                    lambda: _http_ok(f"{s.pinot_controller}/health")),
-            Service("pinot-broker", s.pinot_broker_port, s.pinot_broker,
-                    lambda: _http_ok(f"{s.pinot_broker}/health")),
-            Service("pinot-server", s.pinot_server_port, f"127.0.0.1:{s.pinot_server_port}",
-                    lambda: _http_ok(f"http://127.0.0.1:{s.pinot_server_admin_port}/health")),
+            Service(
+                "pinot-controller",
+                s.pinot_controller_port,
+                s.pinot_controller,
+                lambda: _http_ok(f"{s.pinot_controller}/health"),
+            ),
+            Service(
+                "pinot-broker",
+                s.pinot_broker_port,
+                s.pinot_broker,
+                lambda: _http_ok(f"{s.pinot_broker}/health"),
+            ),
+            Service(
+                "pinot-server",
+                s.pinot_server_port,
+                f"127.0.0.1:{s.pinot_server_port}",
+                lambda: _http_ok(f"http://127.0.0.1:{s.pinot_server_admin_port}/health"),
+            ),
         ]
         self.by_name = {service.name: service for service in self.services}
 
@@ -102,11 +114,26 @@ class LocalStack:
 
     def _spawn_java(self, name: str, classpath: str, args: list[str], heap: str) -> None:
         log4j = STACK_DIR / ("kafka" if name == "kafka" else "pinot") / "log4j2.properties"
-        command = [JAVA, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", *JAVA_OPENS,
-                   f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, *args]
+        command = [
+            JAVA,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            *JAVA_OPENS,
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            classpath,
+            *args,
+        ]
         with self.log_file(name).open("ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=self.state, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.state,
+                start_new_session=True,
+            )
         (self.pids / f"{name}.pid").write_text(f"{process.pid}\n")
 
     # --- start ---------------------------------------------------------------------------------------
@@ -178,7 +205,9 @@ class LocalStack:
         _progress(f"{runtime}: resolving jars from Maven Central (first run downloads them into ~/.m2)")
         result = subprocess.run(
             ["mvn", "-B", "-q", "-f", str(pom), "dependency:build-classpath", f"-Dmdep.outputFile={cached}"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise StackError(f"{runtime}: Maven could not resolve {pom}:\n{result.stdout[-3000:]}")
@@ -191,18 +220,44 @@ class LocalStack:
         if not (data / "PG_VERSION").exists():
             root.mkdir(parents=True, exist_ok=True)
             if as_postgres:
-                # The server refuses to run as root; it runs as the Debian `postgres` user, who must reach the dir.
+                # PostgreSQL refuses to run as root: run it as Debian's `postgres` user.
                 shutil.chown(root, "postgres", "postgres")
                 _make_traversable(root)
-            _run([*as_postgres, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                  "-E", "UTF8", "--locale=C.UTF-8"], "postgres: initdb")
+            _run(
+                [
+                    *as_postgres,
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                "postgres: initdb",
+            )
             conf = data / "postgresql.conf"
             settings = (STACK_DIR / "postgres" / "postgresql.conf").read_text()
             local = f"port = {self.settings.postgres_port}\nunix_socket_directories = '{root}'\n"
             conf.write_text(conf.read_text() + "\n" + settings + local)
             (root / "needs-bootstrap").touch()
-        _run([*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.log_file("postgres")),
-              "-w", "-t", "60", "start"], "postgres: pg_ctl start")
+        _run(
+            [
+                *as_postgres,
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(self.log_file("postgres")),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            "postgres: pg_ctl start",
+        )
 
     def _bootstrap_postgres(self) -> None:
         """First start only: the `nibble` database and the superuser password docker-compose.yml also uses."""
@@ -219,12 +274,28 @@ class LocalStack:
         properties = root / "server.properties"
         root.mkdir(parents=True, exist_ok=True)
         template = (STACK_DIR / "kafka" / "server.properties").read_text()
-        properties.write_text(template.format(port=self.settings.kafka_port,
-                                              controller_port=self.settings.kafka_controller_port,
-                                              data_dir=data))
+        properties.write_text(
+            template.format(
+                port=self.settings.kafka_port,
+                controller_port=self.settings.kafka_controller_port,
+                data_dir=data,
+            )
+        )
         if not (data / "meta.properties").exists():
-            _run([JAVA, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", str(uuid.uuid4()),
-                  "-c", str(properties)], "kafka: format storage")
+            _run(
+                [
+                    JAVA,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    str(uuid.uuid4()),
+                    "-c",
+                    str(properties),
+                ],
+                "kafka: format storage",
+            )
         self._spawn_java("kafka", classpath, ["kafka.Kafka", str(properties)], heap="1g")
 
     def _start_pinot_role(self, name: str, classpath: str) -> None:
@@ -233,27 +304,67 @@ class LocalStack:
         zk = f"127.0.0.1:{s.zookeeper_port}"
         admin = ["org.apache.pinot.tools.admin.PinotAdministrator"]
         arguments = {
-            "zookeeper": ["StartZookeeper", "-zkPort", str(s.zookeeper_port), "-dataDir", str(root / "zookeeper")],
-            "pinot-controller": ["StartController", "-zkAddress", zk, "-clusterName", "PinotCluster",
-                                 "-controllerHost", "127.0.0.1", "-controllerPort", str(s.pinot_controller_port),
-                                 "-dataDir", str(root / "controller")],
-            "pinot-broker": ["StartBroker", "-zkAddress", zk, "-clusterName", "PinotCluster",
-                             "-brokerHost", "127.0.0.1", "-brokerPort", str(s.pinot_broker_port)],
-            "pinot-server": ["StartServer", "-zkAddress", zk, "-clusterName", "PinotCluster",
-                             "-serverHost", "127.0.0.1", "-serverPort", str(s.pinot_server_port),
-                             "-serverAdminPort", str(s.pinot_server_admin_port),
-                             "-dataDir", str(root / "server" / "data"),
-                             "-segmentDir", str(root / "server" / "segments")],
+            "zookeeper": [
+                "StartZookeeper",
+                "-zkPort",
+                str(s.zookeeper_port),
+                "-dataDir",
+                str(root / "zookeeper"),
+            ],
+            "pinot-controller": [
+                "StartController",
+                "-zkAddress",
+                zk,
+                "-clusterName",
+                "PinotCluster",
+                "-controllerHost",
+                "127.0.0.1",
+                "-controllerPort",
+                str(s.pinot_controller_port),
+                "-dataDir",
+                str(root / "controller"),
+            ],
+            "pinot-broker": [
+                "StartBroker",
+                "-zkAddress",
+                zk,
+                "-clusterName",
+                "PinotCluster",
+                "-brokerHost",
+                "127.0.0.1",
+                "-brokerPort",
+                str(s.pinot_broker_port),
+            ],
+            "pinot-server": [
+                "StartServer",
+                "-zkAddress",
+                zk,
+                "-clusterName",
+                "PinotCluster",
+                "-serverHost",
+                "127.0.0.1",
+                "-serverPort",
+                str(s.pinot_server_port),
+                "-serverAdminPort",
+                str(s.pinot_server_admin_port),
+                "-dataDir",
+                str(root / "server" / "data"),
+                "-segmentDir",
+                str(root / "server" / "segments"),
+            ],
         }[name]
-        heap = {"zookeeper": "256m", "pinot-controller": "1g", "pinot-broker": "1g", "pinot-server": "4g"}[name]
+        heap = {"zookeeper": "256m", "pinot-controller": "1g", "pinot-broker": "1g", "pinot-server": "4g"}[
+            name
+        ]
         self._spawn_java(name, classpath, admin + arguments, heap=heap)
 
     # --- probes --------------------------------------------------------------------------------------
 
     def _postgres_healthy(self) -> bool:
         try:
-            with psycopg.connect(self.settings.postgres_url.rsplit("/", 1)[0] + "/postgres",
-                                 connect_timeout=2) as conn:
+            with psycopg.connect(
+                self.settings.postgres_url.rsplit("/", 1)[0] + "/postgres", connect_timeout=2
+            ) as conn:
                 return conn.execute("SELECT 1").fetchone() == (1,)
         except psycopg.Error:
             return False
@@ -285,16 +396,32 @@ class LocalStack:
             _progress(f"{service.name}: stopping pid {pid}")
             if service.name == "postgres":
                 as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-                _run([*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(self.state / "postgres" / "data"),
-                      "-m", "fast", "-w", "stop"], "postgres: pg_ctl stop")
+                _run(
+                    [
+                        *as_postgres,
+                        str(PG_BIN / "pg_ctl"),
+                        "-D",
+                        str(self.state / "postgres" / "data"),
+                        "-m",
+                        "fast",
+                        "-w",
+                        "stop",
+                    ],
+                    "postgres: pg_ctl stop",
+                )
             else:
                 _terminate(pid)
                 (self.pids / f"{service.name}.pid").unlink(missing_ok=True)
 
     def status(self) -> list[dict[str, object]]:
         return [
-            {"service": s.name, "pid": self.pid(s.name), "port": s.port, "address": s.address,
-             "healthy": self.pid(s.name) is not None and s.healthy()}
+            {
+                "service": s.name,
+                "pid": self.pid(s.name),
+                "port": s.port,
+                "address": s.address,
+                "healthy": self.pid(s.name) is not None and s.healthy(),
+            }
             for s in self.services
         ]
 
@@ -311,8 +438,11 @@ def ensure_debian_packages() -> None:
         raise StackError(f"missing Debian packages; run: sudo apt-get install -y {' '.join(missing)}")
     _progress(f"installing Debian packages: {' '.join(missing)}")
     _run(["apt-get", "update", "-q"], "apt-get update")
-    _run(["apt-get", "install", "-y", "-q", *missing], "apt-get install",
-         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    _run(
+        ["apt-get", "install", "-y", "-q", *missing],
+        "apt-get install",
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
 
 
 # --- small helpers --------------------------------------------------------------------------------------
@@ -328,7 +458,9 @@ def _progress(message: str) -> None:
 def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
-        raise StackError(f"{what} failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+        raise StackError(
+            f"{what} failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}"
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -414,7 +546,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{'service':<18}{'pid':>8}{'port':>7}  {'health':<10}address")
             for row in rows:
                 health = "healthy" if row["healthy"] else ("unhealthy" if row["pid"] else "stopped")
-                print(f"{row['service']:<18}{row['pid'] or '-':>8}{row['port']:>7}  {health:<10}{row['address']}")
+                pid = row["pid"] or "-"
+                print(f"{row['service']:<18}{pid:>8}{row['port']:>7}  {health:<10}{row['address']}")
         return 0 if all(row["healthy"] for row in rows) else 1
     if args.action == "logs":
         names = [args.service] if args.service else [s.name for s in stack.services]

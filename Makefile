@@ -1,0 +1,31 @@
+# The two commands a new user needs: `make demo` (the pipeline end to end) and `make test` (every test).
+# Both create the virtualenv and bring up the local stack themselves (Debian packages, Maven jars).
+
+VENV := .venv
+NIBBLE := $(VENV)/bin/nibble
+
+.PHONY: demo test setup stack-up stack-down lint bench
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+stack-up: setup
+	$(NIBBLE) stack up
+
+stack-down: setup
+	$(NIBBLE) stack down
+
+demo: stack-up
+	$(NIBBLE) demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: stack-up lint
+	CI=$${CI:-} $(VENV)/bin/pytest -p no:cacheprovider -ra
