@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     pinot_broker_port: int = Field(8099, ge=1, le=65535)
     pinot_server_port: int = Field(8098, ge=1, le=65535)
     pinot_server_admin_port: int = Field(8097, ge=1, le=65535)
+    pinot_server_grpc_port: int = Field(8090, ge=1, le=65535)
 
     # Where the pipeline connects; empty means "the local stack".
     database_url: str = ""

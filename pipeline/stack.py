@@ -54,9 +54,13 @@ class StackError(Exception):
 @dataclass(frozen=True)
 class Service:
     name: str
-    port: int
     address: str
     healthy: Callable[[], bool]
+    ports: dict[str, int]  # setting name -> port it listens on; the first is the service's own
+
+    @property
+    def port(self) -> int:
+        return next(iter(self.ports.values()))
 
 
 class LocalStack:
@@ -69,26 +73,40 @@ class LocalStack:
         self.pids = self.state / "pids"
         s = settings
         self.services = [
-            Service("postgres", s.postgres_port, s.postgres_url, self._postgres_healthy),
-            Service("kafka", s.kafka_port, s.kafka_bootstrap, self._kafka_healthy),
-            Service("zookeeper", s.zookeeper_port, f"127.0.0.1:{s.zookeeper_port}", self._zookeeper_healthy),
+            Service("postgres", s.postgres_url, self._postgres_healthy, {"postgres_port": s.postgres_port}),
+            Service(
+                "kafka",
+                s.kafka_bootstrap,
+                self._kafka_healthy,
+                {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port},
+            ),
+            Service(
+                "zookeeper",
+                f"127.0.0.1:{s.zookeeper_port}",
+                self._zookeeper_healthy,
+                {"zookeeper_port": s.zookeeper_port},
+            ),
             Service(
                 "pinot-controller",
-                s.pinot_controller_port,
                 s.pinot_controller,
                 lambda: _http_ok(f"{s.pinot_controller}/health"),
+                {"pinot_controller_port": s.pinot_controller_port},
             ),
             Service(
                 "pinot-broker",
-                s.pinot_broker_port,
                 s.pinot_broker,
                 lambda: _http_ok(f"{s.pinot_broker}/health"),
+                {"pinot_broker_port": s.pinot_broker_port},
             ),
             Service(
                 "pinot-server",
-                s.pinot_server_port,
                 f"127.0.0.1:{s.pinot_server_port}",
                 lambda: _http_ok(f"http://127.0.0.1:{s.pinot_server_admin_port}/health"),
+                {
+                    "pinot_server_port": s.pinot_server_port,
+                    "pinot_server_admin_port": s.pinot_server_admin_port,
+                    "pinot_server_grpc_port": s.pinot_server_grpc_port,
+                },
             ),
         ]
         self.by_name = {service.name: service for service in self.services}
@@ -172,13 +190,13 @@ class LocalStack:
             self._bootstrap_postgres()
 
     def _check_port_free(self, service: Service) -> None:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", service.port)) == 0:
-                setting = "NIBBLE_" + service.name.upper().replace("-", "_") + "_PORT"
-                raise StackError(
-                    f"{service.name}: port {service.port} is already taken by a process this stack did not "
-                    f"start; stop it or choose another port with {setting}"
-                )
+        for setting, port in service.ports.items():
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    raise StackError(
+                        f"{service.name}: port {port} is already taken by a process this stack did not "
+                        f"start; stop it or choose another port with NIBBLE_{setting.upper()}"
+                    )
 
     def _wait_healthy(self, name: str) -> None:
         service = self.by_name[name]
@@ -347,6 +365,8 @@ class LocalStack:
                 str(s.pinot_server_port),
                 "-serverAdminPort",
                 str(s.pinot_server_admin_port),
+                "-serverGrpcPort",
+                str(s.pinot_server_grpc_port),
                 "-dataDir",
                 str(root / "server" / "data"),
                 "-segmentDir",
