@@ -221,14 +221,19 @@ class LocalStack:
             if all(Path(jar).exists() for jar in classpath.split(":")):
                 return classpath
         _progress(f"{runtime}: resolving jars from Maven Central (first run downloads them into ~/.m2)")
-        result = subprocess.run(
-            ["mvn", "-B", "-q", "-f", str(pom), "dependency:build-classpath", f"-Dmdep.outputFile={cached}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StackError(f"{runtime}: Maven could not resolve {pom}:\n{result.stdout[-3000:]}")
+        command = ["mvn", "-B", "-f", str(pom), "dependency:build-classpath", f"-Dmdep.outputFile={cached}"]
+        output: list[str] = []
+        downloaded = 0
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as maven:
+            assert maven.stdout is not None
+            for line in maven.stdout:
+                output.append(line)
+                if line.startswith("Downloaded from") and ".jar " in line:
+                    downloaded += 1
+                    if downloaded % 25 == 0:
+                        _progress(f"{runtime}: {downloaded} jars downloaded so far")
+        if maven.returncode != 0:
+            raise StackError(f"{runtime}: Maven could not resolve {pom}:\n{''.join(output[-40:])}")
         return cached.read_text().strip()
 
     def _start_postgres(self) -> None:
