@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import stack
+from pipeline import migrate, stack
 from pipeline.config import ConfigError, load_settings
 
-COMMAND_MODULES = [stack]
+COMMAND_MODULES = [stack, migrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

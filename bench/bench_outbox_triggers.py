@@ -1,0 +1,131 @@
+"""Single-row transaction throughput on the orders path, with and without the outbox triggers.
+
+One transaction = insert an order, insert its two items (one statement), insert an authorized payment,
+confirm the order: what the order service does per checkout. The outbox costs the trigger `orders_outbox`
+(every order event is written there); the domain triggers (updated_at, totals, payment status, status
+history) stay on in both modes. Rounds alternate between the modes in one scratch database, created
+and dropped by this script, so both see the same cluster, cache and table sizes.
+
+    .venv/bin/python bench/bench_outbox_triggers.py [--database-url URL] [--rounds 15] [--seconds 2]
+        [--synchronous-commit off]
+
+Many short alternating rounds and medians, because a shared machine's load drifts within a minute.
+`--synchronous-commit off` takes the commit flush out of each transaction, which shows the triggers'
+CPU cost on its own (a higher percentage than with durable commits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from pipeline.config import load_settings
+from pipeline.migrate import migrate
+
+INSERT_ORDER = """
+INSERT INTO order_service.orders (user_id, restaurant_id, restaurant_name, city, cuisine, delivery_fee, tip,
+    delivery_location, promised_at)
+VALUES (%s, %s, 'Pho 24', 'Berlin', 'vietnamese', 2.49, 1.00, 'SRID=4326;POINT(13.405 52.52)',
+    now() + interval '35 minutes')
+RETURNING id
+"""
+INSERT_ITEMS = """
+INSERT INTO order_service.order_items (order_id, menu_item_id, name, quantity, unit_price, customizations)
+VALUES (%s, %s, 'Pho bo', 2, 12.50, '{"size": "large"}'), (%s, %s, 'Summer rolls', 1, 6.20, '{}')
+"""
+INSERT_PAYMENT = """
+INSERT INTO order_service.payments (order_id, amount, method, status) VALUES (%s, 34.69, 'card', 'authorized')
+"""
+CONFIRM = "UPDATE order_service.orders SET status = 'confirmed' WHERE id = %s"
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    name = f"bench_outbox_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(admin_url, dbname=name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def checkout(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        row = conn.execute(INSERT_ORDER, (uuid.uuid4(), uuid.uuid4()), prepare=True).fetchone()
+        assert row is not None
+        order_id = row[0]
+        conn.execute(INSERT_ITEMS, (order_id, uuid.uuid4(), order_id, uuid.uuid4()), prepare=True)
+        conn.execute(INSERT_PAYMENT, (order_id,), prepare=True)
+        conn.execute(CONFIRM, (order_id,), prepare=True)
+
+
+def run_round(conn: psycopg.Connection, seconds: float) -> float:
+    """Transactions per second over `seconds` of back-to-back checkouts."""
+    done = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        checkout(conn)
+        done += 1
+    return done / elapsed
+
+
+def set_outbox_trigger(conn: psycopg.Connection, enabled: bool) -> None:
+    action = "ENABLE" if enabled else "DISABLE"
+    conn.execute(f"ALTER TABLE order_service.orders {action} TRIGGER orders_outbox")
+    # The relay would drain the outbox; keep its size out of the comparison.
+    conn.execute("TRUNCATE order_service.outbox")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=load_settings().postgres_url, help="a superuser URL")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per mode, alternating")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one round")
+    parser.add_argument("--synchronous-commit", choices=["on", "off"], help="default: the server's setting")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured checkouts first")
+    args = parser.parse_args()
+
+    with scratch_database(args.database_url) as url:
+        migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            if args.synchronous_commit:
+                conn.execute(f"SET synchronous_commit = {args.synchronous_commit}")
+            settings = conn.execute(
+                "SELECT current_setting('server_version'), current_setting('synchronous_commit'), "
+                "current_setting('fsync')"
+            ).fetchone()
+            assert settings is not None
+            print(f"PostgreSQL {settings[0]}, synchronous_commit={settings[1]}, fsync={settings[2]}")
+            run_round(conn, args.warmup)
+            results: dict[bool, list[float]] = {True: [], False: []}
+            for round_number in range(args.rounds):
+                # Alternate which mode goes first so drift (autovacuum, checkpoints) hits both alike.
+                order = (True, False) if round_number % 2 == 0 else (False, True)
+                for enabled in order:
+                    set_outbox_trigger(conn, enabled)
+                    results[enabled].append(run_round(conn, args.seconds))
+                print(
+                    f"round {round_number + 1}: with {results[True][-1]:8.1f} tx/s   "
+                    f"without {results[False][-1]:8.1f} tx/s"
+                )
+
+    with_outbox = statistics.median(results[True])
+    without_outbox = statistics.median(results[False])
+    ratio = with_outbox / without_outbox
+    print(f"median with outbox triggers:    {with_outbox:8.1f} tx/s")
+    print(f"median without outbox triggers: {without_outbox:8.1f} tx/s")
+    print(f"ratio with/without: {ratio:.3f}  (outbox cost {100 * (1 - ratio):.1f}%, aim <= 15%)")
+
+
+if __name__ == "__main__":
+    main()
