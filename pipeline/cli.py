@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import migrate, stack
+from pipeline import dlq, migrate, relay, stack
 from pipeline.config import ConfigError, load_settings
 
-COMMAND_MODULES = [stack, migrate]
+COMMAND_MODULES = [stack, migrate, relay, dlq]
 
 
 def build_parser() -> argparse.ArgumentParser:

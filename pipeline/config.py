@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     pinot_controller_url: str = ""
     pinot_broker_url: str = ""
 
+    # The relay.
+    relay_outboxes: str = "order_service,driver_service,restaurant_service"
+    relay_batch_size: int = Field(5000, ge=1, le=100_000)
+    relay_poll_interval_s: float = Field(1.0, gt=0, le=60)
+    relay_delivery_timeout_ms: int = Field(30_000, ge=1000)
+    relay_max_message_bytes: int = Field(1_000_000, ge=1024)
+    relay_metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no metrics endpoint
+    topic_prefix: str = ""  # prepended to every topic name; lets tests use topics of their own
+    kafka_topic_partitions: int = Field(4, ge=1, le=1000)
+
     @field_validator("database_url")
     @classmethod
     def _postgres_scheme(cls, value: str) -> str:
@@ -52,6 +62,18 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("relay_outboxes")
+    @classmethod
+    def _schema_names(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",")]
+        if not all(name.isidentifier() for name in names):
+            raise ValueError("must be a comma-separated list of schema names")
+        return ",".join(names)
+
+    @property
+    def outbox_schemas(self) -> list[str]:
+        return self.relay_outboxes.split(",")
 
     @property
     def postgres_url(self) -> str:

@@ -1,0 +1,53 @@
+"""Set-based order workloads for relay tests and benchmarks: many real outbox events, few statements.
+
+Each order goes through placed -> confirmed -> preparing -> ready_for_pickup -> delivered, one statement
+per step for all orders, so the triggers write one event per order per step (5 per order, in order).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+
+STEPS = ("confirmed", "preparing", "ready_for_pickup", "delivered")
+EVENTS_PER_ORDER = 1 + len(STEPS)
+
+PLACE_ORDERS = """
+WITH placed AS (
+    INSERT INTO order_service.orders
+        (id, user_id, restaurant_id, restaurant_name, city, cuisine, delivery_fee, tip, delivery_location,
+         promised_at)
+    SELECT id, gen_random_uuid(), gen_random_uuid(), 'Bench Bistro', 'Berlin', 'thai', 2.49, 1.00,
+           'SRID=4326;POINT(13.40 52.52)', now() + interval '35 minutes'
+    FROM unnest(%(ids)s::uuid[]) AS id
+    RETURNING id
+)
+INSERT INTO order_service.order_items (order_id, menu_item_id, name, quantity, unit_price, customizations)
+SELECT id, gen_random_uuid(), 'Pad thai', 2, 11.25, '{"spice": "medium"}' FROM placed
+"""
+
+
+def place_orders(conn: psycopg.Connection, count: int) -> list[uuid.UUID]:
+    """Insert `count` orders with items in one statement pair: one OrderPlaced each. Returns their ids."""
+    ids = [uuid.uuid4() for _ in range(count)]
+    conn.execute(PLACE_ORDERS, {"ids": ids})
+    return ids
+
+
+def advance(conn: psycopg.Connection, ids: list[uuid.UUID], status: str) -> None:
+    """One statement moving every order to `status`: one OrderStatusChanged each."""
+    conn.execute("UPDATE order_service.orders SET status = %s WHERE id = ANY(%s)", (status, ids))
+
+
+def full_lifecycle(database_url: str, orders: int, chunk: int = 10_000) -> list[uuid.UUID]:
+    """`orders` orders through every step, committed chunk by chunk; EVENTS_PER_ORDER events each."""
+    all_ids: list[uuid.UUID] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for start in range(0, orders, chunk):
+            with conn.transaction():
+                ids = place_orders(conn, min(chunk, orders - start))
+                for status in STEPS:
+                    advance(conn, ids, status)
+            all_ids.extend(ids)
+    return all_ids

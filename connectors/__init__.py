@@ -1,0 +1,1 @@
+"""Adapters to the services the pipeline talks to: PostgreSQL, Kafka and Pinot."""

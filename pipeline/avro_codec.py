@@ -1,0 +1,188 @@
+"""The Avro contracts of avro_schemas/ and the outbox row -> Kafka message conversion (docs/events.md).
+
+Values are plain schemaless Avro binary written with the schema version the outbox row names; consumers
+find that version in the `schema` and `schema_version` headers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from pipeline import PROJECT_ROOT
+
+SCHEMAS_DIR = PROJECT_ROOT / "avro_schemas"
+ENVELOPE_FIELDS = ("event_id", "event_type", "occurred_at", "source_txid", "outbox_position")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+class PoisonEvent(Exception):
+    """This one event can never be published as it is; the message says why."""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    position: int
+    event_id: str
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    payload: dict[str, Any]
+    schema_version: int
+    txid: int
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    @property
+    def size(self) -> int:
+        return len(self.key) + len(self.value) + sum(len(k) + len(v) for k, v in self.headers)
+
+
+def _millis(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return (datetime.fromisoformat(value) - _EPOCH) // _MILLISECOND
+
+
+def _double(value: float | int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _converter(avro_type: Any) -> Callable[[Any], Any] | None:
+    """How a payload value (JSON) becomes the Avro datum for a field, or None when it passes as is."""
+    branches = avro_type if isinstance(avro_type, list) else [avro_type]
+    for branch in branches:
+        if isinstance(branch, dict) and branch.get("logicalType") == "timestamp-millis":
+            return _millis
+        if branch == "double":
+            return _double
+    return None
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    full_name: str
+    version: int
+    parsed: Any
+    payload_fields: frozenset[str]
+    required_fields: frozenset[str]
+    converters: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+    @classmethod
+    def load(cls, path: Path) -> SchemaVersion:
+        raw = json.loads(path.read_text())
+        fields = [f for f in raw["fields"] if f["name"] not in ENVELOPE_FIELDS]
+        converters = tuple((f["name"], c) for f in fields if (c := _converter(f["type"])) is not None)
+        return cls(
+            full_name=f"{raw['namespace']}.{raw['name']}",
+            version=int(path.stem.removeprefix("v")),
+            parsed=fastavro.parse_schema(raw),
+            payload_fields=frozenset(f["name"] for f in fields),
+            required_fields=frozenset(f["name"] for f in fields if "default" not in f),
+            converters=converters,
+        )
+
+    def record(self, row: OutboxRow) -> dict[str, Any]:
+        payload = row.payload
+        keys = payload.keys()
+        if not keys <= self.payload_fields:
+            raise PoisonEvent(
+                f"payload keys not in {self.full_name} v{self.version}: {sorted(keys - self.payload_fields)}"
+            )
+        if not self.required_fields <= keys:
+            missing = sorted(self.required_fields - keys)
+            raise PoisonEvent(f"payload lacks required fields of {self.full_name} v{self.version}: {missing}")
+        record = dict(payload)
+        for name, convert in self.converters:
+            record[name] = convert(record.get(name))
+        record["event_id"] = row.event_id
+        record["event_type"] = row.event_type
+        record["occurred_at"] = (row.occurred_at - _EPOCH) // _MILLISECOND
+        record["source_txid"] = row.txid
+        record["outbox_position"] = row.position
+        return record
+
+
+@dataclass(frozen=True)
+class Stream:
+    aggregate_type: str
+    topic: str
+    versions: dict[int, SchemaVersion]
+
+    @property
+    def latest(self) -> SchemaVersion:
+        return self.versions[max(self.versions)]
+
+
+class Codec:
+    """Turns outbox rows into Kafka messages; one instance per relay, schemas parsed once."""
+
+    def __init__(self, topic_prefix: str = "", schemas_dir: Path = SCHEMAS_DIR) -> None:
+        registry = json.loads((schemas_dir / "streams.json").read_text())
+        self.streams = {
+            aggregate_type: Stream(
+                aggregate_type=aggregate_type,
+                topic=topic_prefix + entry["topic"],
+                versions={
+                    (version := SchemaVersion.load(path)).version: version
+                    for path in sorted((schemas_dir / entry["schema_dir"]).glob("v*.avsc"))
+                },
+            )
+            for aggregate_type, entry in registry.items()
+            if not aggregate_type.startswith("_")
+        }
+
+    @property
+    def topics(self) -> list[str]:
+        return [stream.topic for stream in self.streams.values()]
+
+    def encode(self, row: OutboxRow) -> Message:
+        """The Kafka message for one outbox row; raises PoisonEvent if the row cannot be encoded."""
+        stream = self.streams.get(row.aggregate_type)
+        if stream is None:
+            raise PoisonEvent(
+                f"no stream for aggregate type {row.aggregate_type!r} in avro_schemas/streams.json"
+            )
+        schema = stream.versions.get(row.schema_version)
+        if schema is None:
+            raise PoisonEvent(f"no Avro schema {stream.topic} v{row.schema_version} in avro_schemas/")
+        buffer = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buffer, schema.parsed, schema.record(row))
+        except PoisonEvent:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise PoisonEvent(f"does not fit {schema.full_name} v{schema.version}: {exc}") from exc
+        return Message(
+            topic=stream.topic,
+            key=row.aggregate_id.encode(),
+            value=buffer.getvalue(),
+            headers=[
+                ("event_id", row.event_id.encode()),
+                ("event_type", row.event_type.encode()),
+                ("schema", schema.full_name.encode()),
+                ("schema_version", str(schema.version).encode()),
+                ("occurred_at", str((row.occurred_at - _EPOCH) // _MILLISECOND).encode()),
+                ("source_txid", str(row.txid).encode()),
+            ],
+        )
+
+    def decode(self, message_value: bytes, aggregate_type: str, version: int) -> dict[str, Any]:
+        """Read a message back with the schema its headers name (for tests, tools and consumers)."""
+        schema = self.streams[aggregate_type].versions[version].parsed
+        return fastavro.schemaless_reader(io.BytesIO(message_value), schema, schema)

@@ -1,0 +1,347 @@
+"""The relay against the real PostgreSQL and Kafka: exact counts and order read back from Kafka."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from bench.workload import EVENTS_PER_ORDER, advance, full_lifecycle, place_orders
+from pipeline.migrate import migrate
+from tests.kafka_reader import Received, read_topic
+from tests.services import Services
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db(fresh_database: str) -> str:
+    migrate(fresh_database)
+    return fresh_database
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Topics of this test's own, so nothing else published to Kafka is read back."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+class RelayProcess:
+    """`nibble relay` as the operator runs it: a separate process, stopped by signals."""
+
+    def __init__(self, services: Services, db: str, prefix: str, **settings: str) -> None:
+        env = {
+            **os.environ,
+            **services.environ(),
+            "NIBBLE_DATABASE_URL": db,
+            "NIBBLE_TOPIC_PREFIX": prefix,
+            "NIBBLE_RELAY_METRICS_PORT": "0",
+            **{f"NIBBLE_{name.upper()}": value for name, value in settings.items()},
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "relay"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+    def logs(self) -> list[dict]:
+        assert self.process.stderr is not None
+        return [json.loads(line) for line in self.process.stderr.read().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def relays(services: Services, db: str, prefix: str) -> Iterator[list[RelayProcess]]:
+    started: list[RelayProcess] = []
+    yield started
+    for relay in started:
+        if relay.process.poll() is None:
+            relay.kill()
+
+
+def start_relay(
+    relays: list[RelayProcess], services: Services, db: str, prefix: str, **settings: str
+) -> RelayProcess:
+    relay = RelayProcess(services, db, prefix, **settings)
+    relays.append(relay)
+    return relay
+
+
+def backlog(db: str, schema: str = "order_service") -> int:
+    with psycopg.connect(db) as conn:
+        return conn.execute(f"SELECT count(*) FROM {schema}.outbox").fetchone()[0]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def assert_complete_and_ordered(received: list[Received], order_ids: list[uuid.UUID]) -> Counter:
+    """Every event of every order present, and per key (order) the first occurrences in position order.
+    Returns how often each event id was received (>1 only for re-sent, unacknowledged events)."""
+    per_key: dict[str, list[int]] = defaultdict(list)
+    seen: set[str] = set()
+    counts: Counter = Counter()
+    for message in received:
+        event_id = str(message.record["event_id"])
+        counts[event_id] += 1
+        if event_id not in seen:
+            seen.add(event_id)
+            per_key[message.key].append(message.record["outbox_position"])
+    assert set(per_key) == {str(order_id) for order_id in order_ids}
+    assert all(len(positions) == EVENTS_PER_ORDER for positions in per_key.values())
+    assert all(positions == sorted(positions) for positions in per_key.values())
+    return counts
+
+
+def test_events_reach_kafka_with_key_headers_and_exact_values(services, db, prefix, relays) -> None:
+    order_ids = full_lifecycle(db, 50)
+    relay = start_relay(relays, services, db, prefix)
+    wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 50 * EVENTS_PER_ORDER)
+    counts = assert_complete_and_ordered(received, order_ids)
+    assert len(received) == 50 * EVENTS_PER_ORDER and set(counts.values()) == {1}
+
+    first = received[0]
+    assert first.key == str(first.record["order_id"])
+    assert first.headers["event_id"] == str(first.record["event_id"])
+    assert first.headers["schema"] == "nibble.events.OrderEvent" and first.headers["schema_version"] == "1"
+    assert int(first.headers["occurred_at"]) == int(first.record["occurred_at"].timestamp() * 1000)
+    assert first.headers["source_txid"] == str(first.record["source_txid"])
+    delivered = [m.record for m in received if m.record["status"] == "delivered"]
+    assert len(delivered) == 50
+    assert {(r["item_count"], r["subtotal_cents"], r["total_cents"]) for r in delivered} == {(2, 2250, 2599)}
+    assert relay.terminate() == 0
+
+
+def test_a_rolled_back_transaction_publishes_nothing(services, db, prefix, relays) -> None:
+    with psycopg.connect(db) as conn:
+        place_orders(conn, 10)
+        conn.rollback()
+    committed = full_lifecycle(db, 1)
+    start_relay(relays, services, db, prefix)
+    wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", EVENTS_PER_ORDER)
+    assert {m.key for m in received} == {str(committed[0])}
+    assert len(received) == EVENTS_PER_ORDER
+
+
+def test_kill_9_mid_drain_loses_nothing_and_keeps_order(services, db, prefix, relays) -> None:
+    orders = 20_000
+    order_ids = full_lifecycle(db, orders)
+    total = orders * EVENTS_PER_ORDER
+    batch = 2000
+    relay = start_relay(relays, services, db, prefix, relay_batch_size=str(batch))
+    wait_until(lambda: backlog(db) < total * 0.6, what="the drain to be under way")
+    relay.kill()
+    left = backlog(db)
+    assert 0 < left < total, "the kill must land mid-drain"
+    start_relay(relays, services, db, prefix, relay_batch_size=str(batch))
+    wait_until(lambda: backlog(db) == 0, what="the restarted relay to drain")
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", total)
+    counts = assert_complete_and_ordered(received, order_ids)
+    duplicates = sum(n - 1 for n in counts.values())
+    # Only the batch in flight at the kill can be sent twice (same event ids).
+    assert duplicates <= batch
+    assert len(received) == total + duplicates
+
+
+def test_standby_takes_over_when_the_leader_dies(services, db, prefix, relays) -> None:
+    first_ids = full_lifecycle(db, 100)
+    leader = start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
+    wait_until(lambda: backlog(db) == 0, what="the leader to drain")
+    standby = start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
+    time.sleep(2)
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "pipeline", "relay", "status", "--json"],
+            env={**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    leader_pids = {row["leader_pid"] for row in status}
+    assert len(leader_pids) == 1 and None not in leader_pids  # one relay holds every lease
+
+    leader.kill()
+    killed_at = time.monotonic()
+    second_ids = full_lifecycle(db, 100)
+    wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the standby to take over")
+    assert time.monotonic() - killed_at < 15
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 200 * EVENTS_PER_ORDER)
+    assert_complete_and_ordered(received, first_ids + second_ids)
+    assert standby.terminate() == 0
+
+
+def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, prefix, relays) -> None:
+    healthy = full_lifecycle(db, 20)
+    with psycopg.connect(db) as conn:
+        (poisoned,) = place_orders(conn, 1)
+        # A payload that breaks the contract (item_count is no longer an int) written by a buggy trigger.
+        conn.execute(
+            "UPDATE order_service.outbox SET payload = jsonb_set(payload, '{item_count}', '\"many\"') "
+            "WHERE aggregate_id = %s",
+            (poisoned,),
+        )
+        advance(conn, [poisoned], "confirmed")  # a later event of the same order: must wait behind it
+    relay = start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
+    wait_until(lambda: backlog(db) == 1, what="everything but the parked event to drain")
+
+    env = {**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db}
+    listing = subprocess.run(
+        [sys.executable, "-m", "pipeline", "dlq", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = json.loads(listing.stdout)
+    assert [(row["aggregate_id"], row["event_type"]) for row in dead] == [(str(poisoned), "OrderPlaced")]
+    assert "does not fit nibble.events.OrderEvent v1" in dead[0]["error"]
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER)
+    assert_complete_and_ordered(received, healthy)
+
+    # The cause is fixed (the payload corrected), then the event replayed: both events follow, in order.
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "UPDATE order_service.outbox_dead_letter SET payload = jsonb_set(payload, '{item_count}', '2')"
+        )
+    replay = subprocess.run(
+        [sys.executable, "-m", "pipeline", "dlq", "replay", "--aggregate", str(poisoned)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "replayed 1 event(s)" in replay.stdout
+    wait_until(lambda: backlog(db) == 0, what="the replayed aggregate to drain")
+    received = read_topic(
+        services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER + 2
+    )
+    mine = [m.record for m in received if m.key == str(poisoned)]
+    assert [(r["event_type"], r["status"]) for r in mine] == [
+        ("OrderPlaced", "placed"),
+        ("OrderStatusChanged", "confirmed"),
+    ]
+    assert relay.terminate() == 0
+
+
+def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, relays) -> None:
+    with psycopg.connect(db) as conn:
+        (big,) = place_orders(conn, 1)
+        conn.execute(
+            "UPDATE order_service.outbox"
+            " SET payload = jsonb_set(payload, '{restaurant_name}', to_jsonb(repeat('x', 5000)))"
+        )
+    small = full_lifecycle(db, 3)
+    start_relay(relays, services, db, prefix, relay_max_message_bytes="2048")
+    wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
+    with psycopg.connect(db) as conn:
+        errors = conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
+    assert [row[0] for row in errors] == [big]
+    assert "exceeds NIBBLE_RELAY_MAX_MESSAGE_BYTES=2048" in errors[0][1]
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 3 * EVENTS_PER_ORDER)
+    assert_complete_and_ordered(received, small)
+
+
+def test_relay_reconnects_when_its_postgres_session_dies(services, db, prefix, relays) -> None:
+    first = full_lifecycle(db, 10)
+    start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
+    wait_until(lambda: backlog(db) == 0, what="the first drain")
+    with psycopg.connect(services.database_url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'nibble-relay' AND datname = %s",
+            (db.rsplit("/", 1)[1],),
+        ).fetchone()[0]
+    assert killed == 1
+    second = full_lifecycle(db, 10)
+    wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the relay to reconnect and drain")
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER)
+    assert_complete_and_ordered(received, first + second)
+
+
+def test_metrics_and_health_endpoints(services, db, prefix, relays) -> None:
+    full_lifecycle(db, 10)
+    port = 19464 + os.getpid() % 500
+    start_relay(relays, services, db, prefix, relay_metrics_port=str(port))
+    wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
+    wait_until(lambda: _get(f"http://127.0.0.1:{port}/health") is not None, what="the health endpoint")
+    health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    assert health.status_code == 200 and health.json()["leading"] == [
+        "order_service",
+        "driver_service",
+        "restaurant_service",
+    ]
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert f'nibble_relay_events_published_total{{topic="{prefix}nibble.orders"}} 50.0' in text
+    assert 'nibble_relay_leader{outbox="order_service"} 1.0' in text
+    assert "nibble_relay_backlog_rows" in text and "nibble_relay_batch_seconds_bucket" in text
+
+
+def _get(url: str) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=2)
+    except requests.RequestException:
+        return None
+
+
+@pytest.mark.slow
+def test_kafka_outage_under_load_loses_nothing(services, db, prefix, relays) -> None:
+    """The broker is frozen (SIGSTOP) for 30 s while orders keep coming, then resumed."""
+    pid = next(row["pid"] for row in _stack_status() if row["service"] == "kafka")
+    before = full_lifecycle(db, 200)
+    start_relay(relays, services, db, prefix, relay_delivery_timeout_ms="5000", relay_poll_interval_s="0.2")
+    wait_until(lambda: backlog(db) == 0, what="the first drain")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        during: list[uuid.UUID] = []
+        for _ in range(10):
+            during += full_lifecycle(db, 100)
+            time.sleep(3)
+        assert backlog(db) > 0, "with Kafka down the backlog stays in PostgreSQL"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: backlog(db) == 0, timeout_s=180, what="the backlog to drain after Kafka returned")
+    expected = before + during
+    received = read_topic(
+        services.kafka_bootstrap, f"{prefix}nibble.orders", "order", len(expected) * EVENTS_PER_ORDER
+    )
+    assert_complete_and_ordered(received, expected)
+
+
+def _stack_status() -> list[dict]:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "stack", "status", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return json.loads(result.stdout)
