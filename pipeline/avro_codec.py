@@ -59,8 +59,23 @@ def _millis(value: str | None) -> int | None:
     return (datetime.fromisoformat(value) - _EPOCH) // _MILLISECOND
 
 
-def _double(value: float | int | None) -> float | None:
-    return None if value is None else float(value)
+def _double(value: Any) -> Any:
+    # JSON writes 52.0 as 52: widen ints, leave anything else for the type check to reject.
+    return float(value) if type(value) is int else value
+
+
+_PYTHON_TYPES = {"string": str, "long": int, "int": int, "double": float, "float": float, "boolean": bool}
+
+
+def _python_types(avro_type: Any) -> tuple[type, ...]:
+    """The exact Python types a field's datum may have once converted (fastavro itself is lax: it writes
+    12.5 into a long as 12 and "yes" into a boolean as true, so the codec checks types before writing)."""
+    branches = avro_type if isinstance(avro_type, list) else [avro_type]
+    types: list[type] = []
+    for branch in branches:
+        name = branch["type"] if isinstance(branch, dict) else branch
+        types.append(type(None) if name == "null" else list if name == "array" else _PYTHON_TYPES[name])
+    return tuple(types)
 
 
 def _converter(avro_type: Any) -> Callable[[Any], Any] | None:
@@ -82,6 +97,7 @@ class SchemaVersion:
     payload_fields: frozenset[str]
     required_fields: frozenset[str]
     converters: tuple[tuple[str, Callable[[Any], Any]], ...]
+    types: tuple[tuple[str, tuple[type, ...]], ...]
 
     @classmethod
     def load(cls, path: Path) -> SchemaVersion:
@@ -95,6 +111,7 @@ class SchemaVersion:
             payload_fields=frozenset(f["name"] for f in fields),
             required_fields=frozenset(f["name"] for f in fields if "default" not in f),
             converters=converters,
+            types=tuple((f["name"], _python_types(f["type"])) for f in fields),
         )
 
     def record(self, row: OutboxRow) -> dict[str, Any]:
@@ -110,6 +127,12 @@ class SchemaVersion:
         record = dict(payload)
         for name, convert in self.converters:
             record[name] = convert(record.get(name))
+        for name, allowed in self.types:
+            if type(value := record.get(name)) not in allowed:
+                raise PoisonEvent(
+                    f"does not fit {self.full_name} v{self.version}: {name} is {value!r} "
+                    f"({type(value).__name__}), expected {' or '.join(t.__name__ for t in allowed)}"
+                )
         record["event_id"] = row.event_id
         record["event_type"] = row.event_type
         record["occurred_at"] = (row.occurred_at - _EPOCH) // _MILLISECOND
@@ -166,7 +189,7 @@ class Codec:
             fastavro.schemaless_writer(buffer, schema.parsed, schema.record(row))
         except PoisonEvent:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:  # e.g. a timestamp that is not ISO 8601 text
             raise PoisonEvent(f"does not fit {schema.full_name} v{schema.version}: {exc}") from exc
         return Message(
             topic=stream.topic,
