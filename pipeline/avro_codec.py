@@ -50,7 +50,8 @@ class Message:
 
     @property
     def size(self) -> int:
-        return len(self.key) + len(self.value) + sum(len(k) + len(v) for k, v in self.headers)
+        """Key and value bytes; the headers add a bounded ~200 bytes the producer's limit leaves room for."""
+        return len(self.key) + len(self.value)
 
 
 def _millis(value: str | None) -> int | None:
@@ -64,18 +65,20 @@ def _double(value: Any) -> Any:
     return float(value) if type(value) is int else value
 
 
-_PYTHON_TYPES = {"string": str, "long": int, "int": int, "double": float, "float": float, "boolean": bool}
+# fastavro is lax for these: it writes 12.5 into a long as 12, "yes" into a boolean as true and a string
+# into an array of strings as its characters. The codec checks their exact Python type before writing;
+# strings and timestamps need no check (fastavro and the conversion reject anything else).
+_LAX_TYPES = {"long": int, "int": int, "double": float, "float": float, "boolean": bool, "array": list}
 
 
-def _python_types(avro_type: Any) -> tuple[type, ...]:
-    """The exact Python types a field's datum may have once converted (fastavro itself is lax: it writes
-    12.5 into a long as 12 and "yes" into a boolean as true, so the codec checks types before writing)."""
+def _lax_types(avro_type: Any) -> tuple[type, ...] | None:
+    """The exact Python types a lax field's datum may have once converted, or None for other fields."""
     branches = avro_type if isinstance(avro_type, list) else [avro_type]
-    types: list[type] = []
-    for branch in branches:
-        name = branch["type"] if isinstance(branch, dict) else branch
-        types.append(type(None) if name == "null" else list if name == "array" else _PYTHON_TYPES[name])
-    return tuple(types)
+    names = [branch["type"] if isinstance(branch, dict) else branch for branch in branches]
+    logical = [b.get("logicalType") for b in branches if isinstance(b, dict)]
+    if "timestamp-millis" in logical or not any(name in _LAX_TYPES for name in names):
+        return None
+    return tuple(type(None) if name == "null" else _LAX_TYPES[name] for name in names)
 
 
 def _converter(avro_type: Any) -> Callable[[Any], Any] | None:
@@ -111,7 +114,9 @@ class SchemaVersion:
             payload_fields=frozenset(f["name"] for f in fields),
             required_fields=frozenset(f["name"] for f in fields if "default" not in f),
             converters=converters,
-            types=tuple((f["name"], _python_types(f["type"])) for f in fields),
+            types=tuple(
+                (f["name"], allowed) for f in fields if (allowed := _lax_types(f["type"])) is not None
+            ),
         )
 
     def record(self, row: OutboxRow) -> dict[str, Any]:

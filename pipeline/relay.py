@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -69,6 +70,9 @@ class Relay:
         if self.settings.relay_metrics_port:
             metrics.serve(self.settings.relay_metrics_port, self.health)
         kafka.ensure_topics(self.settings, self.codec.topics)
+        # Connect and fetch topic metadata now, not on the first event: the first batch after a quiet
+        # start would otherwise wait for the broker connection and the idempotent producer id.
+        self._producer().list_topics(timeout=10)
         backoff = 0.0
         log.info(
             "relay started", extra={"outboxes": self.settings.outbox_schemas, "topics": self.codec.topics}
@@ -178,12 +182,13 @@ class Relay:
         # events stay in the outbox too, to be re-sent after it.
         blocked: set[str] = set()
         acknowledged: list[int] = []
+        per_topic: Counter[str] = Counter()
         for row, message in to_send:
             if row.position in failed or row.aggregate_id in blocked:
                 blocked.add(row.aggregate_id)
                 continue
             acknowledged.append(row.position)
-            metrics.PUBLISHED.labels(message.topic).inc()
+            per_topic[message.topic] += 1
         with self.conn.transaction():
             if acknowledged:
                 self.conn.execute(
@@ -193,6 +198,8 @@ class Relay:
                 self.conn.execute(
                     postgres.schema_sql("dead_letter", schema), {"position": row.position, "error": error}
                 )
+        for topic, count in per_topic.items():
+            metrics.PUBLISHED.labels(topic).inc(count)
         for row, error in poison:
             metrics.DEAD_LETTERED.labels(schema).inc()
             log.error(

@@ -92,7 +92,7 @@ def test_encode_round_trips_the_envelope_and_payload() -> None:
         ({"shoe_size": 44}, "payload keys not in nibble.events.DriverEvent v1: ['shoe_size']"),
         ({"city": ...}, "payload lacks required fields of nibble.events.DriverEvent v1: ['city']"),
         ({"is_active": "yes"}, "DriverEvent v1: is_active is 'yes' (str), expected bool"),
-        ({"status": None}, "DriverEvent v1: status is None (NoneType), expected str"),
+        ({"status": None}, "does not fit nibble.events.DriverEvent v1: must be string on field status"),
         ({"updated_at": "yesterday"}, "does not fit nibble.events.DriverEvent v1: Invalid isoformat"),
     ],
 )

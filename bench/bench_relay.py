@@ -1,0 +1,161 @@
+"""Relay benchmark (prints figures; not a test). Run from the repo root with the stack up:
+
+    .venv/bin/python -m bench.bench_relay [--orders 200000] [--rate 5000] [--seconds 30]
+
+1. Drain: a backlog of `orders` x 5 real outbox events (written by the triggers), drained by one relay
+   process; events/s from the first deleted row to an empty outbox, and the relay's peak RSS (VmHWM).
+2. Latency: a writer commits orders at a steady `rate` events/s while the relay runs; for each event,
+   the broker's LogAppendTime minus the writer's commit time; p50/p99/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.workload import EVENTS_PER_ORDER, full_lifecycle, place_orders
+from pipeline.config import load_settings
+from pipeline.migrate import migrate
+from tests.kafka_reader import read_topic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scratch_database(admin_url: str) -> str:
+    name = f"bench_relay_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    migrate(url)
+    return url
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def start_relay(db: str, prefix: str, batch_size: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "NIBBLE_DATABASE_URL": db,
+        "NIBBLE_TOPIC_PREFIX": prefix,
+        "NIBBLE_RELAY_BATCH_SIZE": str(batch_size),
+        "NIBBLE_RELAY_METRICS_PORT": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "relay"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+
+
+def stop_relay(relay: subprocess.Popen) -> int:
+    """Peak RSS in MB, then SIGTERM."""
+    status = Path(f"/proc/{relay.pid}/status").read_text()
+    peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+    relay.terminate()
+    relay.wait(60)
+    return peak_kb // 1024
+
+
+def oldest_position(conn: psycopg.Connection) -> int | None:
+    """Cheap (one index probe), unlike count(*), so polling it does not slow the relay it measures."""
+    return conn.execute("SELECT min(position) FROM order_service.outbox").fetchone()[0]
+
+
+def drain(admin_url: str, orders: int, batch_size: int) -> None:
+    db = scratch_database(admin_url)
+    try:
+        print(
+            f"drain: writing {orders * EVENTS_PER_ORDER:,} outbox events through the triggers ...", flush=True
+        )
+        full_lifecycle(db, orders)
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE order_service.outbox")
+            (total,) = conn.execute("SELECT count(*) FROM order_service.outbox").fetchone()
+            first = oldest_position(conn)
+            relay = start_relay(db, f"bench{uuid.uuid4().hex[:6]}.", batch_size)
+            while oldest_position(conn) == first:
+                time.sleep(0.01)
+            started = time.perf_counter()
+            while oldest_position(conn) is not None:
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+        peak_mb = stop_relay(relay)
+        print(
+            f"drain: {total:,} events in {elapsed:.1f} s = {total / elapsed:,.0f} events/s "
+            f"(batch {batch_size}); relay peak RSS {peak_mb} MB"
+        )
+    finally:
+        drop_database(admin_url, db)
+
+
+def latency(admin_url: str, bootstrap: str, rate: int, seconds: int, batch_size: int) -> None:
+    db = scratch_database(admin_url)
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    topic = f"{prefix}nibble.orders"
+    settings = load_settings()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"message.timestamp.type": "LogAppendTime"}  # the broker stamps the append time
+    new = NewTopic(topic, num_partitions=settings.kafka_topic_partitions, replication_factor=1, config=config)
+    admin.create_topics([new])[topic].result(30)
+    relay = start_relay(db, prefix, batch_size)
+    try:
+        time.sleep(3)  # let the relay connect and take its leases
+        tick_s = 0.02
+        per_tick = max(1, round(rate * tick_s))
+        committed_ms: dict[str, float] = {}
+        print(
+            f"latency: {rate} events/s ({per_tick} orders every {tick_s * 1000:.0f} ms) for {seconds} s ...",
+            flush=True,
+        )
+        with psycopg.connect(db) as conn:
+            start = time.perf_counter()
+            ticks = int(seconds / tick_s)
+            for tick in range(ticks):
+                ids = place_orders(conn, per_tick)
+                conn.commit()
+                now_ms = time.time() * 1000
+                committed_ms.update((str(i), now_ms) for i in ids)
+                pause = start + (tick + 1) * tick_s - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+            achieved = len(committed_ms) / (time.perf_counter() - start)
+        received = read_topic(bootstrap, topic, "order", len(committed_ms), timeout_s=120)
+        lags = sorted(m.timestamp_ms - committed_ms[m.key] for m in received)
+        q = statistics.quantiles(lags, n=100)
+        print(
+            f"latency: {len(lags):,} events at {achieved:,.0f} events/s: commit -> Kafka append "
+            f"p50 {q[49]:.0f} ms, p99 {q[98]:.0f} ms, max {lags[-1]:.0f} ms"
+        )
+        print(f"latency: relay peak RSS {stop_relay(relay)} MB")
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        drop_database(admin_url, db)
+        admin.delete_topics([topic])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=200_000, help="drain backlog = orders x 5 events")
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--rate", type=int, default=5000, help="events/s for the latency run")
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    settings = load_settings()
+    admin_url = settings.postgres_url
+    drain(admin_url, args.orders, args.batch_size)
+    latency(admin_url, settings.kafka_bootstrap, args.rate, args.seconds, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()
