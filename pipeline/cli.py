@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import dlq, migrate, relay, stack
+from pipeline import dlq, migrate, pinot_tables, relay, stack
 from pipeline.config import ConfigError, load_settings
 
-COMMAND_MODULES = [stack, migrate, relay, dlq]
+COMMAND_MODULES = [stack, migrate, relay, dlq, pinot_tables]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # pinotdb logs every query it sends
     try:
         settings = load_settings()
     except ConfigError as exc:

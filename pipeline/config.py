@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = ""
     pinot_controller_url: str = ""
     pinot_broker_url: str = ""
+    # The Kafka address as Pinot's servers reach it (in docker-compose.yml: kafka:29092); default: as we do.
+    pinot_kafka_broker_list: str = ""
 
     # The relay.
     relay_outboxes: str = "order_service,driver_service,restaurant_service"
@@ -86,6 +88,10 @@ class Settings(BaseSettings):
     @property
     def pinot_controller(self) -> str:
         return self.pinot_controller_url or f"http://127.0.0.1:{self.pinot_controller_port}"
+
+    @property
+    def pinot_kafka_brokers(self) -> str:
+        return self.pinot_kafka_broker_list or self.kafka_bootstrap
 
     @property
     def pinot_broker(self) -> str:

@@ -1,0 +1,54 @@
+"""Apache Pinot: the controller's REST API (schemas, tables) and DB-API connections to the broker."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from pinotdb import connect as pinotdb_connect
+from pinotdb.db import Connection
+
+
+class PinotError(Exception):
+    """The controller refused a request; the message carries its answer."""
+
+
+class Controller:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.session.request(method, f"{self.url}{path}", timeout=60, **kwargs)
+        if response.status_code == 404:
+            return None
+        if not response.ok:
+            raise PinotError(f"{method} {path}: HTTP {response.status_code}: {response.text[:1000]}")
+        return response.json() if response.content else {}
+
+    def schema(self, name: str) -> dict[str, Any] | None:
+        return self._call("GET", f"/schemas/{name}")
+
+    def put_schema(self, schema: dict[str, Any], exists: bool) -> None:
+        if exists:
+            self._call("PUT", f"/schemas/{schema['schemaName']}", json=schema)
+        else:
+            self._call("POST", "/schemas", json=schema)
+
+    def realtime_table(self, name: str) -> dict[str, Any] | None:
+        answer = self._call("GET", f"/tables/{name}", params={"type": "realtime"})
+        return (answer or {}).get("REALTIME")
+
+    def put_table(self, config: dict[str, Any], exists: bool) -> None:
+        if exists:
+            self._call("PUT", f"/tables/{config['tableName']}", json=config)
+        else:
+            self._call("POST", "/tables", json=config)
+
+
+def broker_connection(broker_url: str) -> Connection:
+    parts = urlsplit(broker_url)
+    return pinotdb_connect(
+        host=parts.hostname, port=parts.port or 80, path="/query/sql", scheme=parts.scheme or "http"
+    )

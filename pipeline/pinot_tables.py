@@ -1,0 +1,124 @@
+"""`nibble pinot apply [--dry-run] | status`: the checked-in Pinot schemas and tables, applied idempotently.
+
+pinot/schemas/<table>.json and pinot/tables/<table>.json are the desired state. At apply time each table's
+stream config gets the Kafka address Pinot should use and, as its decoder schema, the newest Avro schema
+of its topic from avro_schemas/ (one source of truth for the contract). Only what differs is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors import kafka
+from connectors.pinot import Controller, broker_connection
+from pipeline import PROJECT_ROOT
+from pipeline.avro_codec import SCHEMAS_DIR, Codec
+from pipeline.config import Settings
+
+PINOT_DIR = PROJECT_ROOT / "pinot"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: dict[str, Any]
+    table: dict[str, Any]
+
+
+def _avro_schema_for(topic: str) -> str:
+    registry = json.loads((SCHEMAS_DIR / "streams.json").read_text())
+    entry = next(e for k, e in registry.items() if not k.startswith("_") and e["topic"] == topic)
+    versions = sorted((SCHEMAS_DIR / entry["schema_dir"]).glob("v*.avsc"), key=lambda p: int(p.stem[1:]))
+    return json.dumps(json.loads(versions[-1].read_text()), separators=(",", ":"))
+
+
+def desired_specs(settings: Settings, pinot_dir: Path = PINOT_DIR) -> list[TableSpec]:
+    specs = []
+    for table_file in sorted((pinot_dir / "tables").glob("*.json")):
+        table = json.loads(table_file.read_text())
+        schema = json.loads((pinot_dir / "schemas" / table_file.name).read_text())
+        stream = table["tableIndexConfig"]["streamConfigs"]
+        topic = stream["stream.kafka.topic.name"]
+        stream["stream.kafka.decoder.prop.schema"] = _avro_schema_for(topic)
+        stream["stream.kafka.topic.name"] = settings.topic_prefix + topic
+        stream["stream.kafka.broker.list"] = settings.pinot_kafka_brokers
+        specs.append(TableSpec(table_file.stem, schema, table))
+    return specs
+
+
+def differences(desired: Any, actual: Any, path: str = "") -> list[str]:
+    """Where `actual` does not hold what `desired` says; keys Pinot adds on its own are not differences."""
+    if isinstance(desired, dict) and isinstance(actual, dict):
+        return [
+            d for key, value in desired.items() for d in differences(value, actual.get(key), f"{path}.{key}")
+        ]
+    if isinstance(desired, list) and isinstance(actual, list) and len(desired) == len(actual):
+        if all(isinstance(item, dict) for item in desired):
+            return [
+                d
+                for i, (a, b) in enumerate(zip(desired, actual, strict=True))
+                for d in differences(a, b, f"{path}[{i}]")
+            ]
+        if sorted(map(str, desired)) == sorted(map(str, actual)):
+            return []
+    if desired != actual and str(desired) != str(actual):
+        return [path.lstrip(".")]
+    return []
+
+
+def _change(kind: str, name: str, existing: object, diff: list[str]) -> str:
+    return f"{kind} {name}: " + ("create" if existing is None else "update " + ", ".join(diff))
+
+
+def apply(settings: Settings, dry_run: bool = False) -> list[str]:
+    """Create or update every schema and table; returns one line per change (empty: nothing to do)."""
+    controller = Controller(settings.pinot_controller)
+    if not dry_run:  # a realtime table can only be created on a topic that exists
+        kafka.ensure_topics(settings, Codec(settings.topic_prefix).topics)
+    changes = []
+    for spec in desired_specs(settings):
+        existing_schema = controller.schema(spec.name)
+        schema_diff = differences(spec.schema, existing_schema) if existing_schema else ["(new)"]
+        if schema_diff:
+            changes.append(_change("schema", spec.name, existing_schema, schema_diff))
+            if not dry_run:
+                controller.put_schema(copy.deepcopy(spec.schema), exists=existing_schema is not None)
+        existing_table = controller.realtime_table(spec.name)
+        # Pinot answers with the physical table name, e.g. orders_REALTIME.
+        stored_as = {**spec.table, "tableName": f"{spec.name}_REALTIME"}
+        table_diff = differences(stored_as, existing_table) if existing_table else ["(new)"]
+        if table_diff:
+            changes.append(_change("table", spec.name, existing_table, table_diff))
+            if not dry_run:
+                controller.put_table(copy.deepcopy(spec.table), exists=existing_table is not None)
+    return changes
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("pinot", help="apply the checked-in Pinot schemas and tables")
+    actions = parser.add_subparsers(dest="action", required=True)
+    apply_parser = actions.add_parser("apply", help="create or update schemas and tables (idempotent)")
+    apply_parser.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    actions.add_parser("status", help="each table's row count and newest event time")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "apply":
+        changes = apply(settings, dry_run=args.dry_run)
+        for change in changes:
+            print(("would " if args.dry_run else "") + change)
+        print(f"{len(changes)} change(s){' (dry run)' if args.dry_run else ''}")
+        return 0
+    cursor = broker_connection(settings.pinot_broker).cursor()
+    for spec in desired_specs(settings):
+        time_column = spec.table["segmentsConfig"]["timeColumnName"]
+        cursor.execute(f"SELECT COUNT(*), MAX(occurred_at), MAX({time_column}) FROM {spec.name}")
+        count, newest, _ = cursor.fetchone()
+        print(f"{spec.name:<18}{count:>12} rows  newest event at {newest}")
+    return 0
