@@ -52,9 +52,7 @@ def start_relay(db: str, prefix: str, batch_size: int) -> subprocess.Popen:
         "NIBBLE_RELAY_BATCH_SIZE": str(batch_size),
         "NIBBLE_RELAY_METRICS_PORT": "0",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "relay"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL
-    )
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "relay"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
 
 
 def stop_relay(relay: subprocess.Popen) -> int:
@@ -74,9 +72,7 @@ def oldest_position(conn: psycopg.Connection) -> int | None:
 def drain(admin_url: str, orders: int, batch_size: int) -> None:
     db = scratch_database(admin_url)
     try:
-        print(
-            f"drain: writing {orders * EVENTS_PER_ORDER:,} outbox events through the triggers ...", flush=True
-        )
+        print(f"drain: writing {orders * EVENTS_PER_ORDER:,} outbox events through the triggers ...", flush=True)
         full_lifecycle(db, orders)
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE order_service.outbox")

@@ -49,6 +49,4 @@ class Controller:
 
 def broker_connection(broker_url: str) -> Connection:
     parts = urlsplit(broker_url)
-    return pinotdb_connect(
-        host=parts.hostname, port=parts.port or 80, path="/query/sql", scheme=parts.scheme or "http"
-    )
+    return pinotdb_connect(host=parts.hostname, port=parts.port or 80, path="/query/sql", scheme=parts.scheme or "http")

@@ -114,9 +114,7 @@ class SchemaVersion:
             payload_fields=frozenset(f["name"] for f in fields),
             required_fields=frozenset(f["name"] for f in fields if "default" not in f),
             converters=converters,
-            types=tuple(
-                (f["name"], allowed) for f in fields if (allowed := _lax_types(f["type"])) is not None
-            ),
+            types=tuple((f["name"], allowed) for f in fields if (allowed := _lax_types(f["type"])) is not None),
         )
 
     def record(self, row: OutboxRow) -> dict[str, Any]:
@@ -183,9 +181,7 @@ class Codec:
         """The Kafka message for one outbox row; raises PoisonEvent if the row cannot be encoded."""
         stream = self.streams.get(row.aggregate_type)
         if stream is None:
-            raise PoisonEvent(
-                f"no stream for aggregate type {row.aggregate_type!r} in avro_schemas/streams.json"
-            )
+            raise PoisonEvent(f"no stream for aggregate type {row.aggregate_type!r} in avro_schemas/streams.json")
         schema = stream.versions.get(row.schema_version)
         if schema is None:
             raise PoisonEvent(f"no Avro schema {stream.topic} v{row.schema_version} in avro_schemas/")

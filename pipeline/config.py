@@ -104,7 +104,6 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = [
-            f"NIBBLE_{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
+            f"NIBBLE_{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         ]
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -28,12 +28,8 @@ OLDEST_AGE = Gauge(
 DEAD_LETTER_ROWS = Gauge(
     "nibble_relay_dead_letter_rows", "Rows in the dead-letter table", ["outbox"], registry=REGISTRY
 )
-LEADER = Gauge(
-    "nibble_relay_leader", "1 while this relay holds the outbox's lease", ["outbox"], registry=REGISTRY
-)
-PUBLISHED = Counter(
-    "nibble_relay_events_published_total", "Events acknowledged by Kafka", ["topic"], registry=REGISTRY
-)
+LEADER = Gauge("nibble_relay_leader", "1 while this relay holds the outbox's lease", ["outbox"], registry=REGISTRY)
+PUBLISHED = Counter("nibble_relay_events_published_total", "Events acknowledged by Kafka", ["topic"], registry=REGISTRY)
 DEAD_LETTERED = Counter(
     "nibble_relay_events_dead_lettered_total",
     "Poison events moved to dead letter",

@@ -54,9 +54,7 @@ def desired_specs(settings: Settings, pinot_dir: Path = PINOT_DIR) -> list[Table
 def differences(desired: Any, actual: Any, path: str = "") -> list[str]:
     """Where `actual` does not hold what `desired` says; keys Pinot adds on its own are not differences."""
     if isinstance(desired, dict) and isinstance(actual, dict):
-        return [
-            d for key, value in desired.items() for d in differences(value, actual.get(key), f"{path}.{key}")
-        ]
+        return [d for key, value in desired.items() for d in differences(value, actual.get(key), f"{path}.{key}")]
     if isinstance(desired, list) and isinstance(actual, list) and len(desired) == len(actual):
         if all(isinstance(item, dict) for item in desired):
             return [

@@ -74,9 +74,7 @@ class Relay:
         # start would otherwise wait for the broker connection and the idempotent producer id.
         self._producer().list_topics(timeout=10)
         backoff = 0.0
-        log.info(
-            "relay started", extra={"outboxes": self.settings.outbox_schemas, "topics": self.codec.topics}
-        )
+        log.info("relay started", extra={"outboxes": self.settings.outbox_schemas, "topics": self.codec.topics})
         while not self.stopping:
             try:
                 self._ensure_connected()
@@ -96,9 +94,7 @@ class Relay:
                 backoff = self._sleep_backoff(backoff)
             except DeliveryFailed as exc:
                 metrics.ERRORS.labels("kafka").inc()
-                log.warning(
-                    "Kafka did not acknowledge; backlog kept in PostgreSQL", extra={"error": str(exc)}
-                )
+                log.warning("Kafka did not acknowledge; backlog kept in PostgreSQL", extra={"error": str(exc)})
                 backoff = self._sleep_backoff(backoff)
         if self.producer is not None:
             self.producer.flush(10)
@@ -156,9 +152,7 @@ class Relay:
         self.next_backlog_refresh = now + BACKLOG_REFRESH_S
         assert self.conn is not None
         for schema in self.leases:
-            rows, oldest_age, dead = self.conn.execute(
-                postgres.schema_sql("outbox_backlog", schema)
-            ).fetchone()
+            rows, oldest_age, dead = self.conn.execute(postgres.schema_sql("outbox_backlog", schema)).fetchone()
             metrics.BACKLOG_ROWS.labels(schema).set(rows)
             metrics.OLDEST_AGE.labels(schema).set(float(oldest_age))
             metrics.DEAD_LETTER_ROWS.labels(schema).set(dead)
@@ -191,9 +185,7 @@ class Relay:
             per_topic[message.topic] += 1
         with self.conn.transaction():
             if acknowledged:
-                self.conn.execute(
-                    postgres.schema_sql("delete_published", schema), {"positions": acknowledged}
-                )
+                self.conn.execute(postgres.schema_sql("delete_published", schema), {"positions": acknowledged})
             for row, error in poison:
                 self.conn.execute(
                     postgres.schema_sql("dead_letter", schema), {"position": row.position, "error": error}
@@ -217,9 +209,7 @@ class Relay:
             raise DeliveryFailed(f"{len(failed)} of {len(to_send)} events: {next(iter(failed.values()))}")
         return len(rows)
 
-    def _encode(
-        self, rows: list[OutboxRow]
-    ) -> tuple[list[tuple[OutboxRow, Message]], list[tuple[OutboxRow, str]]]:
+    def _encode(self, rows: list[OutboxRow]) -> tuple[list[tuple[OutboxRow, Message]], list[tuple[OutboxRow, str]]]:
         """Messages to send, and poison rows with their error. After a poison event, its aggregate's later
         events in the batch are neither sent nor dead-lettered: they wait, parked, behind it."""
         to_send: list[tuple[OutboxRow, Message]] = []
@@ -232,9 +222,7 @@ class Relay:
             try:
                 message = self.codec.encode(row)
                 if message.size > limit:
-                    raise PoisonEvent(
-                        f"message of {message.size} bytes exceeds NIBBLE_RELAY_MAX_MESSAGE_BYTES={limit}"
-                    )
+                    raise PoisonEvent(f"message of {message.size} bytes exceeds NIBBLE_RELAY_MAX_MESSAGE_BYTES={limit}")
             except PoisonEvent as exc:
                 poison.append((row, str(exc)))
                 parked.add(row.aggregate_id)
@@ -270,9 +258,7 @@ class Relay:
         # message.timeout.ms bounds this: every message is acknowledged or has failed by then.
         remaining = producer.flush(self.settings.relay_delivery_timeout_ms / 1000 + 10)
         if remaining:
-            failed.update(
-                {row.position: "no delivery report" for row, _ in to_send if row.position not in failed}
-            )
+            failed.update({row.position: "no delivery report" for row, _ in to_send if row.position not in failed})
         if self.producer_fatal:
             self.producer = None  # a fatal idempotence error: the next batch starts a fresh producer
         return failed

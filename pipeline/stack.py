@@ -378,18 +378,14 @@ class LocalStack:
                 str(root / "server" / "segments"),
             ],
         }[name]
-        heap = {"zookeeper": "256m", "pinot-controller": "1g", "pinot-broker": "1g", "pinot-server": "4g"}[
-            name
-        ]
+        heap = {"zookeeper": "256m", "pinot-controller": "1g", "pinot-broker": "1g", "pinot-server": "4g"}[name]
         self._spawn_java(name, classpath, admin + arguments, heap=heap)
 
     # --- probes --------------------------------------------------------------------------------------
 
     def _postgres_healthy(self) -> bool:
         try:
-            with psycopg.connect(
-                self.settings.postgres_url.rsplit("/", 1)[0] + "/postgres", connect_timeout=2
-            ) as conn:
+            with psycopg.connect(self.settings.postgres_url.rsplit("/", 1)[0] + "/postgres", connect_timeout=2) as conn:
                 return conn.execute("SELECT 1").fetchone() == (1,)
         except psycopg.Error:
             return False
@@ -483,9 +479,7 @@ def _progress(message: str) -> None:
 def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
-        raise StackError(
-            f"{what} failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}"
-        )
+        raise StackError(f"{what} failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
 
 
 def _alive(pid: int) -> bool:

@@ -30,10 +30,7 @@ def container_services() -> Iterator[Services]:
             ).with_command("postgres -c wal_level=logical -c max_connections=200")
         )
         kafka = stack.enter_context(
-            KafkaContainer("apache/kafka:4.1.1")
-            .with_kraft()
-            .with_network(network)
-            .with_network_aliases("kafka")
+            KafkaContainer("apache/kafka:4.1.1").with_kraft().with_network(network).with_network_aliases("kafka")
         )
         zookeeper = stack.enter_context(
             DockerContainer("zookeeper:3.5.8").with_network(network).with_network_aliases("zookeeper")

@@ -18,9 +18,7 @@ STREAM_DIRS = sorted(p for p in SCHEMAS_DIR.iterdir() if p.is_dir())
 
 
 def versions(stream_dir: Path) -> list[dict]:
-    return [
-        json.loads(p.read_text()) for p in sorted(stream_dir.glob("v*.avsc"), key=lambda p: int(p.stem[1:]))
-    ]
+    return [json.loads(p.read_text()) for p in sorted(stream_dir.glob("v*.avsc"), key=lambda p: int(p.stem[1:]))]
 
 
 @pytest.mark.parametrize("stream_dir", STREAM_DIRS, ids=lambda p: p.name)

@@ -52,9 +52,7 @@ def test_an_edited_applied_migration_is_refused(fresh_database: str, tmp_path: P
         migrate(fresh_database, directory)
 
     with psycopg.connect(fresh_database) as conn:
-        created = conn.execute(
-            "SELECT to_regclass('user_service.sneaky'), to_regclass('public.later')"
-        ).fetchone()
+        created = conn.execute("SELECT to_regclass('user_service.sneaky'), to_regclass('public.later')").fetchone()
     assert created == (None, None), "nothing runs once a checksum mismatch is found"
     assert f"CHANGED  {ALL_MIGRATIONS[2]}" in "\n".join(status(fresh_database, directory))
 
@@ -89,9 +87,7 @@ def test_cli_migrate_and_status(fresh_database: str) -> None:
     again = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     assert again.stdout.strip() == "up to date"
     listed = subprocess.run([*command, "--status"], env=env, capture_output=True, text=True, check=True)
-    assert [line.split()[:2] for line in listed.stdout.splitlines()] == [
-        ["applied", name] for name in ALL_MIGRATIONS
-    ]
+    assert [line.split()[:2] for line in listed.stdout.splitlines()] == [["applied", name] for name in ALL_MIGRATIONS]
 
 
 def test_concurrent_runs_apply_each_file_once(fresh_database: str) -> None:

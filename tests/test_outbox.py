@@ -130,8 +130,7 @@ def test_each_order_change_writes_one_event_of_its_kind(conn: psycopg.Connection
             "OrderUpdated",
         ),
         (
-            "UPDATE order_service.payments SET status = 'captured', captured_at = now() "
-            "WHERE order_id = %(id)s",
+            "UPDATE order_service.payments SET status = 'captured', captured_at = now() WHERE order_id = %(id)s",
             "PaymentCaptured",
         ),
         ("UPDATE order_service.orders SET status = 'confirmed' WHERE id = %(id)s", "OrderStatusChanged"),
@@ -142,8 +141,7 @@ def test_each_order_change_writes_one_event_of_its_kind(conn: psycopg.Connection
             "OrderCancelled",
         ),
         (
-            "UPDATE order_service.payments SET status = 'refunded', refunded_at = now() "
-            "WHERE order_id = %(id)s",
+            "UPDATE order_service.payments SET status = 'refunded', refunded_at = now() WHERE order_id = %(id)s",
             "PaymentRefunded",
         ),
     ]
@@ -180,8 +178,7 @@ def test_changes_analytics_does_not_see_write_nothing(conn: psycopg.Connection[A
     conn.execute("UPDATE order_service.orders SET updated_at = now() + interval '1 minute'")
     conn.execute("UPDATE order_service.orders SET status = status, special_instructions = 'ring twice'")
     conn.execute(
-        "UPDATE order_service.order_items SET customizations = '{\"spicy\": true}', "
-        "special_instructions = 'no onions'"
+        "UPDATE order_service.order_items SET customizations = '{\"spicy\": true}', special_instructions = 'no onions'"
     )
     conn.execute("UPDATE order_service.orders SET delivery_location = %s", (point(DROP_OFF),))
     conn.commit()
@@ -215,9 +212,7 @@ def test_multi_row_statements_write_one_row_per_changed_order(conn: psycopg.Conn
         (r["aggregate_id"], r["payload"]["item_count"], r["payload"]["subtotal_cents"]) for r in placed
     ) == sorted([(orders[0], 1, 425), (orders[1], 2, 850), (orders[2], 3, 1275)])
 
-    conn.execute(
-        "UPDATE order_service.orders SET status = 'confirmed' WHERE id = ANY(%s)", ([*orders[:2], empty],)
-    )
+    conn.execute("UPDATE order_service.orders SET status = 'confirmed' WHERE id = ANY(%s)", ([*orders[:2], empty],))
     conn.execute("UPDATE order_service.orders SET updated_at = now()")
     conn.commit()
 
@@ -258,9 +253,7 @@ def test_concurrent_writers_of_one_order_publish_in_commit_order(db: str) -> Non
                     if rng.random() < 0.5:
                         insert_items(conn, order_id, (1, "1.00"))
                     else:
-                        conn.execute(
-                            "UPDATE order_service.orders SET tip = tip + 0.01 WHERE id = %s", (order_id,)
-                        )
+                        conn.execute("UPDATE order_service.orders SET tip = tip + 0.01 WHERE id = %s", (order_id,))
                     txid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
                     time.sleep(rng.uniform(0, 0.02))
                     with commit_lock:  # so `committed` records the real commit order
@@ -283,8 +276,7 @@ def test_concurrent_writers_of_one_order_publish_in_commit_order(db: str) -> Non
             (order_id,),
         ).fetchall()
         item_count = conn.execute(
-            "SELECT item_count, (SELECT sum(quantity) FROM order_service.order_items) "
-            "FROM order_service.orders"
+            "SELECT item_count, (SELECT sum(quantity) FROM order_service.order_items) FROM order_service.orders"
         ).fetchone()
 
     published_txids = [txid for _, txid in rows]
@@ -316,8 +308,7 @@ def test_delivery_lifecycle_events(conn: psycopg.Connection[Any]) -> None:
     cancelled_id = insert_delivery(conn)
     deliveries = "UPDATE driver_service.deliveries"
     steps = [
-        f"{deliveries} SET driver_id = %(driver)s, status = 'assigned', assigned_at = now() "
-        "WHERE id = %(id)s",
+        f"{deliveries} SET driver_id = %(driver)s, status = 'assigned', assigned_at = now() WHERE id = %(id)s",
         f"{deliveries} SET status = 'picked_up', picked_up_at = now() WHERE id = %(id)s",
         f"{deliveries} SET updated_at = now() WHERE id = %(id)s",  # nothing analytics sees
         f"{deliveries} SET status = 'delivered', delivered_at = now(), distance_m = 2834.5 WHERE id = %(id)s",
@@ -372,8 +363,7 @@ def test_driver_dimension_events(conn: psycopg.Connection[Any]) -> None:
         (point(PICKUP),),
     )
     conn.execute(
-        "INSERT INTO driver_service.driver_location_pings (driver_id, location, recorded_at) "
-        "VALUES (%s, %s, now())",
+        "INSERT INTO driver_service.driver_location_pings (driver_id, location, recorded_at) VALUES (%s, %s, now())",
         (driver_id, point(PICKUP)),
     )
     conn.execute("UPDATE driver_service.drivers SET status = 'busy'")
@@ -437,7 +427,6 @@ def test_restaurant_dimension_events(conn: psycopg.Connection[Any]) -> None:
     }
     assert (rows[1]["payload"]["rating"], rows[2]["payload"]["is_active"]) == (4.6, False)
     item = conn.execute(
-        "SELECT allergens, customization_options #>> '{size,0,price_delta}' AS delta "
-        "FROM restaurant_service.menu_items"
+        "SELECT allergens, customization_options #>> '{size,0,price_delta}' AS delta FROM restaurant_service.menu_items"
     ).fetchone()
     assert (item["allergens"], item["delta"]) == (["soy", "gluten"], "2.00")

@@ -76,9 +76,7 @@ def test_relay_cannot_write_or_create(relay: psycopg.Connection) -> None:
 
 
 def test_relay_reads_deletes_and_dead_letters_outbox_rows(relay: psycopg.Connection) -> None:
-    rows = relay.execute(
-        "SELECT position, event_type FROM driver_service.outbox ORDER BY position"
-    ).fetchall()
+    rows = relay.execute("SELECT position, event_type FROM driver_service.outbox ORDER BY position").fetchall()
     assert [event for _, event in rows] == ["DriverRegistered", "DriverRegistered"]
     for schema in EMITTING:
         relay.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "outbox")))

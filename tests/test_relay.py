@@ -80,9 +80,7 @@ def relays(services: Services, db: str, prefix: str) -> Iterator[list[RelayProce
             relay.kill()
 
 
-def start_relay(
-    relays: list[RelayProcess], services: Services, db: str, prefix: str, **settings: str
-) -> RelayProcess:
+def start_relay(relays: list[RelayProcess], services: Services, db: str, prefix: str, **settings: str) -> RelayProcess:
     relay = RelayProcess(services, db, prefix, **settings)
     relays.append(relay)
     return relay
@@ -230,9 +228,7 @@ def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, pref
 
     # The cause is fixed (the payload corrected), then the event replayed: both events follow, in order.
     with psycopg.connect(db) as conn:
-        conn.execute(
-            "UPDATE order_service.outbox_dead_letter SET payload = jsonb_set(payload, '{item_count}', '2')"
-        )
+        conn.execute("UPDATE order_service.outbox_dead_letter SET payload = jsonb_set(payload, '{item_count}', '2')")
     replay = subprocess.run(
         [sys.executable, "-m", "pipeline", "dlq", "replay", "--aggregate", str(poisoned)],
         env=env,
@@ -242,9 +238,7 @@ def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, pref
     )
     assert "replayed 1 event(s)" in replay.stdout
     wait_until(lambda: backlog(db) == 0, what="the replayed aggregate to drain")
-    received = read_topic(
-        services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER + 2
-    )
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER + 2)
     mine = [m.record for m in received if m.key == str(poisoned)]
     assert [(r["event_type"], r["status"]) for r in mine] == [
         ("OrderPlaced", "placed"),
@@ -331,9 +325,7 @@ def test_kafka_outage_under_load_loses_nothing(services, db, prefix, relays) -> 
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: backlog(db) == 0, timeout_s=180, what="the backlog to drain after Kafka returned")
     expected = before + during
-    received = read_topic(
-        services.kafka_bootstrap, f"{prefix}nibble.orders", "order", len(expected) * EVENTS_PER_ORDER
-    )
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", len(expected) * EVENTS_PER_ORDER)
     assert_complete_and_ordered(received, expected)
 
 

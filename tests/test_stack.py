@@ -28,8 +28,7 @@ def test_postgres_round_trip_with_postgis(fresh_database: str) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
         # Amsterdam Centraal to Dam Square, about 750 m on the spheroid.
         (metres,) = conn.execute(
-            "SELECT ST_Distance(ST_GeogFromText('POINT(4.9003 52.3791)'),"
-            " ST_GeogFromText('POINT(4.8932 52.3731)'))"
+            "SELECT ST_Distance(ST_GeogFromText('POINT(4.9003 52.3791)'), ST_GeogFromText('POINT(4.8932 52.3731)'))"
         ).fetchone()
         (wal_level,) = conn.execute("SHOW wal_level").fetchone()
     assert 700 < metres < 900
@@ -44,9 +43,7 @@ def _create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
 def test_kafka_round_trip_idempotent_producer(services: Services) -> None:
     topic = f"test.stack.{uuid.uuid4().hex[:8]}"
     _create_topic(services.kafka_bootstrap, topic)
-    producer = Producer(
-        {"bootstrap.servers": services.kafka_bootstrap, "enable.idempotence": True, "acks": "all"}
-    )
+    producer = Producer({"bootstrap.servers": services.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
     acked: list[str] = []
     for i in range(100):
         producer.produce(
@@ -218,9 +215,7 @@ def test_taken_port_gives_a_clear_error(services: Services, tmp_path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        result = _nibble(
-            "stack", "up", env={"NIBBLE_STATE_DIR": str(tmp_path), "NIBBLE_POSTGRES_PORT": str(port)}
-        )
+        result = _nibble("stack", "up", env={"NIBBLE_STATE_DIR": str(tmp_path), "NIBBLE_POSTGRES_PORT": str(port)})
     assert result.returncode == 1
     assert f"port {port} is already taken" in result.stderr
     assert "NIBBLE_POSTGRES_PORT" in result.stderr

@@ -1,0 +1,373 @@
+"""`nibble generate`: realistic Nibble activity written through the service schemas (never the outboxes).
+
+A seeded simulation: users, restaurants with cuisines and locations in a few cities, drivers; orders with
+items and payments that move through their lifecycle (confirmed, preparing, ready, picked up, delivered,
+or cancelled), deliveries assigned to drivers, driver location pings. Each lifecycle step is scheduled
+in (scaled) time, and all steps due together are written as one set-based statement per table, the way a
+busy service batches its writes. The triggers turn those writes into outbox events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from connectors import postgres
+from pipeline.config import Settings
+
+CITIES = {  # name: (latitude, longitude) of the centre
+    "Berlin": (52.520, 13.405),
+    "Amsterdam": (52.370, 4.895),
+    "Lisbon": (38.722, -9.139),
+    "Warsaw": (52.230, 21.012),
+}
+CUISINES = ["thai", "italian", "indian", "japanese", "mexican", "vietnamese", "burgers", "vegan"]
+DISHES = {
+    "thai": "Pad thai",
+    "italian": "Margherita",
+    "indian": "Dal makhani",
+    "japanese": "Ramen",
+    "mexican": "Tacos",
+    "vietnamese": "Pho bo",
+    "burgers": "Cheeseburger",
+    "vegan": "Buddha bowl",
+}
+VEHICLES = ["bicycle", "scooter", "motorcycle", "car"]
+# Minutes after placement at which each step happens (before scaling), and how much they vary.
+STEP_MINUTES = {"confirm": 2, "assign": 6, "ready": 15, "pickup": 18, "deliver": 32}
+CANCEL_SHARE = 0.08
+EVENTS_PER_ORDER = 10  # about: 6 order events and 4 delivery events per completed order
+
+
+@dataclass
+class Restaurant:
+    id: uuid.UUID
+    name: str
+    city: str
+    cuisine: str
+    lat: float
+    lon: float
+
+
+@dataclass
+class Order:
+    id: uuid.UUID
+    restaurant: Restaurant
+    placed_at: datetime
+    delivery_id: uuid.UUID
+    lat: float
+    lon: float
+    driver_id: uuid.UUID | None = None
+
+
+@dataclass
+class World:
+    restaurants: list[Restaurant] = field(default_factory=list)
+    drivers: dict[str, list[uuid.UUID]] = field(default_factory=dict)  # city -> driver ids
+    users: list[uuid.UUID] = field(default_factory=list)
+
+
+class Generator:
+    def __init__(self, database_url: str, seed: int = 1, city_suffix: str = "", time_scale: float = 1.0) -> None:
+        self.database_url = database_url
+        self.rng = random.Random(seed)
+        self.city_suffix = city_suffix
+        self.time_scale = time_scale  # 60: a 32-minute delivery takes 32 s
+        self.world = World()
+        # scheduled time -> step -> orders due then
+        self.schedule: dict[datetime, dict[str, list[Order]]] = defaultdict(lambda: defaultdict(list))
+
+    def _uuid(self) -> uuid.UUID:
+        return uuid.UUID(int=self.rng.getrandbits(128), version=4)
+
+    def _near(self, lat: float, lon: float, km: float) -> tuple[float, float]:
+        distance = self.rng.uniform(0, km) / 111.0
+        angle = self.rng.uniform(0, 2 * math.pi)
+        return lat + distance * math.sin(angle), lon + distance * math.cos(angle) / math.cos(math.radians(lat))
+
+    # --- the world: users, restaurants, drivers --------------------------------------------------------
+
+    def build_world(
+        self,
+        conn: psycopg.Connection,
+        restaurants_per_city: int = 10,
+        drivers_per_city: int = 15,
+        users: int = 200,
+    ) -> World:
+        world = self.world
+        world.users = [self._uuid() for _ in range(users)]
+        conn.execute(
+            "INSERT INTO user_service.users (id, email, full_name, dietary_preferences) "
+            "SELECT id, 'user' || n || '@example.com', 'User ' || n, prefs::jsonb "
+            "FROM unnest(%s::uuid[], %s::text[]) WITH ORDINALITY AS u(id, prefs, n)",
+            (world.users, [json.dumps({"vegetarian": self.rng.random() < 0.2}) for _ in world.users]),
+        )
+        for city, (lat, lon) in CITIES.items():
+            name = city + self.city_suffix
+            for i in range(restaurants_per_city):
+                r_lat, r_lon = self._near(lat, lon, 4)
+                cuisine = self.rng.choice(CUISINES)
+                world.restaurants.append(
+                    Restaurant(self._uuid(), f"{cuisine.title()} {i} {name}", name, cuisine, r_lat, r_lon)
+                )
+            world.drivers[name] = [self._uuid() for _ in range(drivers_per_city)]
+        conn.execute(
+            "INSERT INTO restaurant_service.restaurants (id, name, cuisine_types, line1, city, location, rating) "
+            "SELECT id, name, ARRAY[cuisine, 'street food'], 'Main street 1', city, "
+            "ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, 4.2 "
+            "FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[]) "
+            "AS r(id, name, cuisine, city, lat, lon)",
+            tuple(
+                map(
+                    list,
+                    zip(
+                        *[(r.id, r.name, r.cuisine, r.city, r.lat, r.lon) for r in world.restaurants],
+                        strict=True,
+                    ),
+                )
+            ),
+        )
+        drivers = [(d, city) for city, ids in world.drivers.items() for d in ids]
+        conn.execute(
+            "INSERT INTO driver_service.drivers (id, user_id, full_name, city, vehicle_type, status) "
+            "SELECT id, gen_random_uuid(), 'Driver ' || n, city, vehicle, 'available' "
+            "FROM unnest(%s::uuid[], %s::text[], %s::text[]) WITH ORDINALITY AS d(id, city, vehicle, n)",
+            ([d for d, _ in drivers], [c for _, c in drivers], [self.rng.choice(VEHICLES) for _ in drivers]),
+        )
+        return world
+
+    # --- orders ----------------------------------------------------------------------------------------
+
+    def place(self, conn: psycopg.Connection, count: int, at: datetime) -> list[Order]:
+        """Place `count` orders at `at` (orders, their items in one statement, authorized payments) and
+        schedule the rest of their lifecycle."""
+        orders = []
+        for _ in range(count):
+            restaurant = self.rng.choice(self.world.restaurants)
+            lat, lon = self._near(restaurant.lat, restaurant.lon, 3)
+            orders.append(Order(self._uuid(), restaurant, at, self._uuid(), lat, lon))
+        minutes = timedelta(minutes=1) / self.time_scale
+        conn.execute(
+            "INSERT INTO order_service.orders (id, user_id, restaurant_id, restaurant_name, city, cuisine, "
+            "delivery_fee, tip, delivery_location, placed_at, promised_at) "
+            "SELECT id, usr, rid, rname, city, cuisine, fee, tip, "
+            "ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, %s, %s "
+            "FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[], "
+            "%s::numeric[], %s::numeric[], %s::float8[], %s::float8[]) "
+            "AS o(id, usr, rid, rname, city, cuisine, fee, tip, lat, lon)",
+            (
+                at,
+                at + 40 * minutes,
+                [o.id for o in orders],
+                [self.rng.choice(self.world.users) for _ in orders],
+                [o.restaurant.id for o in orders],
+                [o.restaurant.name for o in orders],
+                [o.restaurant.city for o in orders],
+                [o.restaurant.cuisine for o in orders],
+                [self.rng.choice(["1.99", "2.49", "2.99"]) for _ in orders],
+                [self.rng.choice(["0.00", "1.00", "2.50", "4.00"]) for _ in orders],
+                [o.lat for o in orders],
+                [o.lon for o in orders],
+            ),
+        )
+        lines = [
+            (o, self.rng.randint(1, 3), self.rng.choice(["7.50", "9.90", "12.25", "14.00"]))
+            for o in orders
+            for _ in range(self.rng.randint(1, 4))
+        ]
+        conn.execute(
+            "INSERT INTO order_service.order_items (order_id, menu_item_id, name, quantity, unit_price, "
+            "customizations) SELECT oid, gen_random_uuid(), name, q, p, c::jsonb "
+            "FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::numeric[], %s::text[]) AS l(oid, name, q, p, c)",
+            (
+                [o.id for o, _, _ in lines],
+                [DISHES[o.restaurant.cuisine] for o, _, _ in lines],
+                [q for _, q, _ in lines],
+                [p for _, _, p in lines],
+                [json.dumps({"spice": self.rng.choice(["mild", "medium", "hot"])}) for _ in lines],
+            ),
+        )
+        conn.execute(
+            "INSERT INTO order_service.payments (order_id, amount, method, status) "
+            "SELECT o.id, o.total, %s, 'authorized' FROM order_service.orders o WHERE o.id = ANY(%s)",
+            (self.rng.choice(["card", "wallet"]), [o.id for o in orders]),
+        )
+        for order in orders:
+            cancelled = self.rng.random() < CANCEL_SHARE
+            for step, base in STEP_MINUTES.items():
+                if cancelled and step != "confirm":
+                    break
+                jitter = self.rng.uniform(0.8, 1.3)
+                self.schedule[at + base * jitter * minutes][("cancel" if cancelled else step)].append(order)
+        return orders
+
+    def advance(self, conn: psycopg.Connection, until: datetime) -> int:
+        """Write every step scheduled at or before `until`, oldest first; returns how many were written."""
+        written = 0
+        for due in sorted(t for t in self.schedule if t <= until):
+            for step, orders in self.schedule.pop(due).items():
+                getattr(self, f"_step_{step}")(conn, orders, due)
+                written += len(orders)
+        return written
+
+    def _orders(self, conn: psycopg.Connection, orders: list[Order], status: str) -> None:
+        conn.execute("UPDATE order_service.orders SET status = %s WHERE id = ANY(%s)", (status, [o.id for o in orders]))
+
+    def _step_cancel(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+        conn.execute(
+            "UPDATE order_service.orders SET status = 'cancelled', cancel_reason = 'restaurant_unavailable' "
+            "WHERE id = ANY(%s)",
+            ([o.id for o in orders],),
+        )
+        conn.execute(
+            "UPDATE order_service.payments SET status = 'refunded', refunded_at = %s WHERE order_id = ANY(%s)",
+            (at, [o.id for o in orders]),
+        )
+
+    def _step_confirm(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+        self._orders(conn, orders, "confirmed")
+        conn.execute(
+            "INSERT INTO driver_service.deliveries (id, order_id, restaurant_id, city, pickup_location, "
+            "dropoff_location, promised_at, created_at) "
+            "SELECT id, oid, rid, city, ST_SetSRID(ST_MakePoint(plon, plat), 4326)::geography, "
+            "ST_SetSRID(ST_MakePoint(dlon, dlat), 4326)::geography, promised, %s "
+            "FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::float8[], %s::float8[], "
+            "%s::float8[], %s::float8[], %s::timestamptz[]) AS d(id, oid, rid, city, plat, plon, dlat, dlon, promised)",
+            (
+                at,
+                [o.delivery_id for o in orders],
+                [o.id for o in orders],
+                [o.restaurant.id for o in orders],
+                [o.restaurant.city for o in orders],
+                [o.restaurant.lat for o in orders],
+                [o.restaurant.lon for o in orders],
+                [o.lat for o in orders],
+                [o.lon for o in orders],
+                [o.placed_at + timedelta(minutes=40) / self.time_scale for o in orders],
+            ),
+        )
+
+    def _step_assign(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+        for order in orders:
+            order.driver_id = self.rng.choice(self.world.drivers[order.restaurant.city])
+        self._orders(conn, orders, "preparing")
+        conn.execute(
+            "UPDATE driver_service.deliveries d SET driver_id = a.driver, status = 'assigned', assigned_at = %s "
+            "FROM unnest(%s::uuid[], %s::uuid[]) AS a(id, driver) WHERE d.id = a.id",
+            (at, [o.delivery_id for o in orders], [o.driver_id for o in orders]),
+        )
+
+    def _step_ready(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+        self._orders(conn, orders, "ready_for_pickup")
+
+    def _step_pickup(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+        self._orders(conn, orders, "picked_up")
+        conn.execute(
+            "UPDATE driver_service.deliveries SET status = 'picked_up', picked_up_at = %s WHERE id = ANY(%s)",
+            (at, [o.delivery_id for o in orders]),
+        )
+        self._pings(conn, orders, at, pickup=True)
+
+    def _step_deliver(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+        self._orders(conn, orders, "delivered")
+        conn.execute(
+            "UPDATE driver_service.deliveries SET status = 'delivered', delivered_at = %s, "
+            "distance_m = ST_Distance(pickup_location, dropoff_location) * 1.3 WHERE id = ANY(%s)",
+            (at, [o.delivery_id for o in orders]),
+        )
+        conn.execute(
+            "UPDATE order_service.payments SET status = 'captured', captured_at = %s WHERE order_id = ANY(%s)",
+            (at, [o.id for o in orders]),
+        )
+        self._pings(conn, orders, at, pickup=False)
+
+    def _pings(self, conn: psycopg.Connection, orders: list[Order], at: datetime, pickup: bool) -> None:
+        points = [(o.restaurant.lat, o.restaurant.lon) if pickup else (o.lat, o.lon) for o in orders]
+        conn.execute(
+            "INSERT INTO driver_service.driver_location_pings (driver_id, delivery_id, location, speed_mps, "
+            "recorded_at) SELECT drv, del, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, 4.5, %s "
+            "FROM unnest(%s::uuid[], %s::uuid[], %s::float8[], %s::float8[]) AS p(drv, del, lat, lon)",
+            (
+                at,
+                [o.driver_id for o in orders],
+                [o.delivery_id for o in orders],
+                [p[0] for p in points],
+                [p[1] for p in points],
+            ),
+        )
+
+    # --- drivers of the simulation ---------------------------------------------------------------------
+
+    def run_batch(self, orders: int, start: datetime, per_minute: int = 50) -> None:
+        """Simulated time, as fast as the database goes: `per_minute` orders each simulated minute, every
+        lifecycle played to its end. Deterministic for a seed."""
+        with postgres.connect(self.database_url, "nibble-generate", autocommit=False) as conn:
+            if not self.world.restaurants:
+                self.build_world(conn)
+                conn.commit()
+            placed, minute = 0, 0
+            while placed < orders:
+                at = start + timedelta(minutes=minute) / self.time_scale
+                self.advance(conn, at)
+                count = min(per_minute, orders - placed)
+                self.place(conn, count, at)
+                conn.commit()
+                placed += count
+                minute += 1
+            self.advance(conn, datetime.max.replace(tzinfo=UTC))
+            conn.commit()
+
+    def run_live(self, rate: float, duration_s: float, report: bool = True) -> int:
+        """Real time: about `rate` events/s for `duration_s` seconds, one commit per second; returns orders."""
+        orders_per_s = rate / EVENTS_PER_ORDER
+        placed, carry = 0, 0.0
+        with postgres.connect(self.database_url, "nibble-generate", autocommit=False) as conn:
+            if not self.world.restaurants:
+                self.build_world(conn)
+                conn.commit()
+            started = time.monotonic()
+            tick = 0
+            while (elapsed := time.monotonic() - started) < duration_s:
+                now = datetime.now(UTC)
+                self.advance(conn, now)
+                carry += orders_per_s
+                count, carry = int(carry), carry - int(carry)
+                if count:
+                    self.place(conn, count, now)
+                    placed += count
+                conn.commit()
+                tick += 1
+                if report and tick % 10 == 0:
+                    print(f"[generate] {elapsed:5.0f} s: {placed} orders placed", flush=True)
+                time.sleep(max(0.0, started + tick - time.monotonic()))
+        return placed
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("generate", help="write realistic Nibble activity through the service schemas")
+    parser.add_argument("--rate", type=float, default=500, help="about this many outbox events per second")
+    parser.add_argument("--duration", type=float, default=60, help="seconds to run")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=60,
+        help="simulated minutes per real minute (60: a 32-minute delivery takes 32 s)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    generator = Generator(settings.postgres_url, seed=args.seed, time_scale=args.time_scale)
+    placed = generator.run_live(args.rate, args.duration)
+    print(f"[generate] done: {placed} orders placed in {args.duration:.0f} s")
+    return 0
