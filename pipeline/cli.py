@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import dlq, generator, migrate, pinot_tables, relay, stack
+from pipeline import dlq, generator, migrate, pinot_tables, queries, relay, stack
 from pipeline.config import ConfigError, load_settings
 
-COMMAND_MODULES = [stack, migrate, relay, dlq, pinot_tables, generator]
+COMMAND_MODULES = [stack, migrate, relay, dlq, pinot_tables, generator, queries]
 
 
 def build_parser() -> argparse.ArgumentParser:

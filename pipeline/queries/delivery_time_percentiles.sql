@@ -1,0 +1,11 @@
+-- Delivery time p50/p90/p99 by city and hour: minutes from delivery creation (order confirmed) to hand-over.
+SELECT city, DATETRUNC('HOUR', delivered_at) AS hour, COUNT(*) AS deliveries,
+       PERCENTILE(delivered_at - created_at, 50) / 60000 AS p50_minutes,
+       PERCENTILE(delivered_at - created_at, 90) / 60000 AS p90_minutes,
+       PERCENTILE(delivered_at - created_at, 99) / 60000 AS p99_minutes
+FROM deliveries
+WHERE status = 'delivered' AND delivered_at >= %(since)s AND delivered_at < %(until)s
+  AND city = %(city)s -- if city
+GROUP BY city, DATETRUNC('HOUR', delivered_at)
+ORDER BY city, DATETRUNC('HOUR', delivered_at)
+LIMIT 100000

@@ -1,0 +1,11 @@
+-- Driver utilisation: per driver, deliveries completed in the window and the share of the window spent on them
+-- (from assignment to hand-over).
+SELECT driver_id, city, COUNT(*) AS deliveries,
+       SUM(delivered_at - assigned_at) / 60000 AS busy_minutes,
+       SUM(delivered_at - assigned_at) * 1.0 / (%(until)s - %(since)s) AS utilisation
+FROM deliveries
+WHERE status = 'delivered' AND delivered_at >= %(since)s AND delivered_at < %(until)s
+  AND city = %(city)s -- if city
+GROUP BY driver_id, city
+ORDER BY SUM(delivered_at - assigned_at) DESC, driver_id
+LIMIT 10000
