@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import dlq, generator, migrate, pinot_tables, queries, relay, stack
+from pipeline import demo, dlq, generator, migrate, pinot_tables, queries, relay, stack
 from pipeline.config import ConfigError, load_settings
 
-COMMAND_MODULES = [stack, migrate, relay, dlq, pinot_tables, generator, queries]
+COMMAND_MODULES = [stack, migrate, relay, dlq, pinot_tables, generator, queries, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

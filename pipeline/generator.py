@@ -77,7 +77,9 @@ class World:
 
 
 class Generator:
-    def __init__(self, database_url: str, seed: int = 1, city_suffix: str = "", time_scale: float = 1.0) -> None:
+    def __init__(
+        self, database_url: str, seed: int | None = None, city_suffix: str = "", time_scale: float = 1.0
+    ) -> None:
         self.database_url = database_url
         self.rng = random.Random(seed)
         self.city_suffix = city_suffix
@@ -107,7 +109,7 @@ class Generator:
         world.users = [self._uuid() for _ in range(users)]
         conn.execute(
             "INSERT INTO user_service.users (id, email, full_name, dietary_preferences) "
-            "SELECT id, 'user' || n || '@example.com', 'User ' || n, prefs::jsonb "
+            "SELECT id, 'user-' || id || '@example.com', 'User ' || n, prefs::jsonb "
             "FROM unnest(%s::uuid[], %s::text[]) WITH ORDINALITY AS u(id, prefs, n)",
             (world.users, [json.dumps({"vegetarian": self.rng.random() < 0.2}) for _ in world.users]),
         )
@@ -356,7 +358,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="write realistic Nibble activity through the service schemas")
     parser.add_argument("--rate", type=float, default=500, help="about this many outbox events per second")
     parser.add_argument("--duration", type=float, default=60, help="seconds to run")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, help="same seed, same activity (ids included: use a fresh database)")
     parser.add_argument(
         "--time-scale",
         type=float,
