@@ -1,0 +1,230 @@
+"""Pinot benchmark (prints figures; not a test). Run from the repo root with the stack up:
+
+    .venv/bin/python -m bench.bench_pinot [--rate 2000] [--seconds 30] [--volume 5000000] [--runs 50]
+
+1. Freshness: the generator writes real activity through the service schemas at a steady `rate` events/s,
+   the relay publishes it, and a probe polls Pinot: for each commit, the time until its newest order
+   event is queryable in `order_events` (commit to queryable), p50/p99.
+2. Query latency: `volume` synthetic order events (a million orders) are produced straight to the orders
+   topic (the relay's own encoder, so the bytes are what Pinot ingests from the relay), then every query
+   of the library runs `runs` times; p50/p99 per query, as the broker answers them through pinotdb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from confluent_kafka import Producer
+
+from bench.bench_relay import drop_database, scratch_database
+from connectors import kafka
+from connectors.pinot import broker_connection
+from pipeline.avro_codec import Codec, OutboxRow
+from pipeline.config import load_settings
+from pipeline.generator import CITIES, CUISINES, Generator
+from pipeline.pinot_tables import apply
+from pipeline.queries import library, run_query
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def freshness(rate: int, seconds: int) -> None:
+    settings = load_settings()
+    db = scratch_database(settings.postgres_url)
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "relay"],
+        env={**os.environ, "NIBBLE_DATABASE_URL": db, "NIBBLE_RELAY_METRICS_PORT": "0"},
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    suffix = f"-f{uuid.uuid4().hex[:5]}"
+    lags: list[float] = []
+    stop = threading.Event()
+    commits: list[tuple[float, int]] = []  # (commit wall time, newest order outbox occurred_at ms)
+
+    def probe() -> None:
+        cursor = broker_connection(settings.pinot_broker).cursor()
+        while not stop.is_set() or commits:
+            cursor.execute(
+                "SELECT MAX(occurred_at) FROM order_events WHERE city = %(city)s", {"city": "Berlin" + suffix}
+            )
+            newest = float(cursor.fetchone()[0])
+            seen_at = time.time()
+            while commits and commits[0][1] <= newest:
+                lags.append(seen_at - commits.pop(0)[0])
+            time.sleep(0.02)
+
+    try:
+        time.sleep(3)
+        generator = Generator(db, seed=11, city_suffix=suffix, time_scale=60)
+        with psycopg.connect(db) as conn:
+            generator.build_world(conn)
+            conn.commit()
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        print(f"freshness: {rate} events/s for {seconds} s through the service schemas ...", flush=True)
+        orders_per_tick = rate / 10 / 10  # ~10 events per order, 10 ticks per second
+        carry = 0.0
+        with psycopg.connect(db) as conn:
+            start = time.monotonic()
+            tick = 0
+            while time.monotonic() - start < seconds:
+                now = datetime.now(UTC)
+                generator.advance(conn, now)
+                carry += orders_per_tick
+                count, carry = int(carry), carry - int(carry)
+                if count:
+                    generator.place(conn, count, now)
+                conn.commit()
+                committed = time.time()
+                (newest,) = conn.execute(
+                    "SELECT (extract(epoch FROM max(o.updated_at)) * 1000)::bigint FROM order_service.orders o "
+                    "WHERE o.city = %s",
+                    ("Berlin" + suffix,),
+                ).fetchone()
+                conn.commit()
+                if newest:
+                    commits.append((committed, newest))
+                tick += 1
+                time.sleep(max(0.0, start + tick * 0.1 - time.monotonic()))
+        stop.set()
+        prober.join(timeout=30)
+        cursor = broker_connection(settings.pinot_broker).cursor()
+        cities = {"cities": [city + suffix for city in CITIES]}
+        events = 0
+        for table in ("order_events", "delivery_events"):
+            cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE city IN (%(cities)s)", cities)
+            events += cursor.fetchone()[0]
+        print(f"freshness: {events:,} events ingested = {events / seconds:,.0f} events/s on average")
+        q = statistics.quantiles(lags, n=100)
+        print(
+            f"freshness: {len(lags)} commits probed: commit -> queryable in Pinot p50 {q[49] * 1000:.0f} ms, "
+            f"p99 {q[98] * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms"
+        )
+    finally:
+        relay.terminate()
+        relay.wait(60)
+        drop_database(settings.postgres_url, db)
+
+
+def load_volume(volume: int) -> tuple[datetime, datetime]:
+    """Produce `volume` order events (5 per order, lifecycle order) for a million-order history."""
+    settings = load_settings()
+    codec = Codec(settings.topic_prefix)
+    kafka.ensure_topics(settings, codec.topics)
+    producer = Producer(kafka.producer_config(settings))
+    cities = list(CITIES)
+    restaurants = [
+        (str(uuid.uuid4()), f"R{i}", cities[i % len(cities)], CUISINES[i % len(CUISINES)]) for i in range(400)
+    ]
+    start = datetime.now(UTC) - timedelta(days=2)
+    statuses = ["placed", "confirmed", "preparing", "picked_up", "delivered"]
+    orders = volume // len(statuses)
+    print(f"volume: producing {orders * len(statuses):,} order events for {orders:,} orders ...", flush=True)
+    began = time.perf_counter()
+    position = 0
+    for n in range(orders):
+        rid, name, city, cuisine = restaurants[n % len(restaurants)]
+        order_id = str(uuid.UUID(int=n + (1 << 64), version=4))
+        placed = start + timedelta(seconds=n * 172800 / orders)
+        for step, status in enumerate(statuses):
+            position += 1
+            at = placed + timedelta(minutes=8 * step)
+            stamp = at.isoformat()
+            payload = {
+                "order_id": order_id,
+                "user_id": order_id,
+                "restaurant_id": rid,
+                "restaurant_name": name,
+                "city": city,
+                "cuisine": cuisine,
+                "status": status,
+                "item_count": 2,
+                "subtotal_cents": 2250,
+                "delivery_fee_cents": 249,
+                "tip_cents": 100,
+                "total_cents": 2599,
+                "currency": "USD",
+                "payment_status": "captured",
+                "cancel_reason": None,
+                "delivery_lat": 52.5,
+                "delivery_lon": 13.4,
+                "placed_at": placed.isoformat(),
+                "promised_at": None,
+                "updated_at": stamp,
+            }
+            row = OutboxRow(
+                position,
+                str(uuid.uuid4()),
+                "order",
+                order_id,
+                "OrderPlaced" if step == 0 else "OrderStatusChanged",
+                payload,
+                1,
+                position,
+                at,
+            )
+            message = codec.encode(row)
+            while True:
+                try:
+                    producer.produce(message.topic, message.value, message.key, headers=message.headers)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.poll(0)
+    producer.flush(120)
+    print(f"volume: produced in {time.perf_counter() - began:.0f} s", flush=True)
+    return start, start + timedelta(days=2, hours=1)
+
+
+def query_latency(volume: int, runs: int) -> None:
+    settings = load_settings()
+    cursor = broker_connection(settings.pinot_broker).cursor()
+    cursor.execute("SELECT COUNT(*) FROM order_events")
+    before = cursor.fetchone()[0]
+    since, until = load_volume(volume)
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        cursor.execute("SELECT COUNT(*) FROM order_events")
+        if cursor.fetchone()[0] >= before + volume:
+            break
+        time.sleep(5)
+    cursor.execute("SELECT COUNT(*) FROM order_events")
+    print(f"volume: order_events holds {cursor.fetchone()[0]:,} events; running each query {runs} times", flush=True)
+    params = {"deliveries_within_radius": {"lat": 52.52, "lon": 13.405, "radius_m": 2000}}
+    for name in library():
+        timings = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            run_query(cursor, name, since=since, until=until, grain="hour", **params.get(name, {}))
+            timings.append((time.perf_counter() - began) * 1000)
+        q = statistics.quantiles(timings, n=100)
+        print(f"query {name:<26} p50 {q[49]:7.1f} ms   p99 {q[98]:7.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--volume", type=int, default=5_000_000)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--skip-volume", action="store_true", help="freshness only")
+    args = parser.parse_args()
+    apply(load_settings())
+    freshness(args.rate, args.seconds)
+    if not args.skip_volume:
+        query_latency(args.volume, args.runs)
+
+
+if __name__ == "__main__":
+    main()
