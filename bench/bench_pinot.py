@@ -67,36 +67,21 @@ def freshness(rate: int, seconds: int) -> None:
     try:
         time.sleep(3)
         generator = Generator(db, seed=11, city_suffix=suffix, time_scale=60)
-        with psycopg.connect(db) as conn:
-            generator.build_world(conn)
-            conn.commit()
         prober = threading.Thread(target=probe, daemon=True)
         prober.start()
         print(f"freshness: {rate} events/s for {seconds} s through the service schemas ...", flush=True)
-        orders_per_tick = rate / 10 / 10  # ~10 events per order, 10 ticks per second
-        carry = 0.0
-        with psycopg.connect(db) as conn:
-            start = time.monotonic()
-            tick = 0
-            while time.monotonic() - start < seconds:
-                now = datetime.now(UTC)
-                generator.advance(conn, now)
-                carry += orders_per_tick
-                count, carry = int(carry), carry - int(carry)
-                if count:
-                    generator.place(conn, count, now)
-                conn.commit()
-                committed = time.time()
-                (newest,) = conn.execute(
-                    "SELECT (extract(epoch FROM max(o.updated_at)) * 1000)::bigint FROM order_service.orders o "
-                    "WHERE o.city = %s",
-                    ("Berlin" + suffix,),
-                ).fetchone()
-                conn.commit()
-                if newest:
-                    commits.append((committed, newest))
-                tick += 1
-                time.sleep(max(0.0, start + tick * 0.1 - time.monotonic()))
+
+        def stamp(conn: psycopg.Connection) -> None:
+            committed = time.time()
+            (newest,) = conn.execute(
+                "SELECT (extract(epoch FROM max(updated_at)) * 1000)::bigint FROM order_service.orders WHERE city = %s",
+                ("Berlin" + suffix,),
+            ).fetchone()
+            conn.commit()
+            if newest:
+                commits.append((committed, newest))
+
+        generator.run_live(rate, seconds, ticks_per_s=10, on_commit=stamp)
         stop.set()
         prober.join(timeout=30)
         cursor = broker_connection(settings.pinot_broker).cursor()

@@ -16,6 +16,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -328,9 +329,16 @@ class Generator:
             self.advance(conn, datetime.max.replace(tzinfo=UTC))
             conn.commit()
 
-    def run_live(self, rate: float, duration_s: float, report: bool = True) -> int:
-        """Real time: about `rate` events/s for `duration_s` seconds, one commit per second; returns orders."""
-        orders_per_s = rate / EVENTS_PER_ORDER
+    def run_live(
+        self,
+        rate: float,
+        duration_s: float,
+        ticks_per_s: int = 1,
+        on_commit: Callable[[psycopg.Connection], None] | None = None,
+    ) -> int:
+        """Real time: about `rate` events/s for `duration_s` seconds, one commit per tick; returns orders.
+        `on_commit` sees the connection after each commit (the freshness benchmark stamps commits there)."""
+        orders_per_tick = rate / EVENTS_PER_ORDER / ticks_per_s
         placed, carry = 0, 0.0
         with postgres.connect(self.database_url, "nibble-generate", autocommit=False) as conn:
             if not self.world.restaurants:
@@ -341,16 +349,18 @@ class Generator:
             while (elapsed := time.monotonic() - started) < duration_s:
                 now = datetime.now(UTC)
                 self.advance(conn, now)
-                carry += orders_per_s
+                carry += orders_per_tick
                 count, carry = int(carry), carry - int(carry)
                 if count:
                     self.place(conn, count, now)
                     placed += count
                 conn.commit()
+                if on_commit is not None:
+                    on_commit(conn)
                 tick += 1
-                if report and tick % 10 == 0:
+                if tick % (10 * ticks_per_s) == 0:
                     print(f"[generate] {elapsed:5.0f} s: {placed} orders placed", flush=True)
-                time.sleep(max(0.0, started + tick - time.monotonic()))
+                time.sleep(max(0.0, started + tick / ticks_per_s - time.monotonic()))
         return placed
 
 

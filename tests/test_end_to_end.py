@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pipeline.generator import CITIES, Generator
 from pipeline.migrate import migrate
 from pipeline.pinot_tables import apply
 from pipeline.queries import library, run_query
+from tests.polling import wait_until
 from tests.services import Services
 
 ORDERS = 3000
@@ -77,15 +77,6 @@ def _backlog(db: str) -> int:
         )
 
 
-def _wait(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def ingested(services: Services) -> Iterator[Ingested]:
     name = f"e2e_{uuid.uuid4().hex[:10]}"
@@ -121,12 +112,12 @@ def ingested(services: Services) -> Iterator[Ingested]:
 
         first = relay()
         total = _backlog(db)
-        _wait(lambda: _backlog(db) < total * 0.7, 60, "the first relay to be mid-stream")
+        wait_until(lambda: _backlog(db) < total * 0.7, 60, what="the first relay to be mid-stream")
         first.kill()  # kill -9 mid-stream: the restarted relay re-sends the unacknowledged batch
         first.wait()
         assert _backlog(db) > 0
         relay()
-        _wait(lambda: _backlog(db) == 0, 120, "the restarted relay to drain every outbox")
+        wait_until(lambda: _backlog(db) == 0, 120, what="the restarted relay to drain every outbox")
 
         cursor = broker_connection(services.pinot_broker_url).cursor()
         data = Ingested(db, cities, start - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1), cursor)
@@ -136,7 +127,7 @@ def ingested(services: Services) -> Iterator[Ingested]:
             (deliveries,) = data.pinot_rows(f"SELECT COUNT(*) FROM delivery_events WHERE city IN ({data.city_list})")[0]
             return (orders, deliveries) == (expected_order_events, expected_delivery_events)
 
-        _wait(ingested_all, 120, "Pinot to ingest every event exactly once")
+        wait_until(ingested_all, 120, what="Pinot to ingest every event exactly once")
         yield data
     finally:
         for process in relays:

@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -20,6 +20,7 @@ import requests
 from bench.workload import EVENTS_PER_ORDER, advance, full_lifecycle, place_orders
 from pipeline.migrate import migrate
 from tests.kafka_reader import Received, read_topic
+from tests.polling import wait_until
 from tests.services import Services
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -89,15 +90,6 @@ def start_relay(relays: list[RelayProcess], services: Services, db: str, prefix:
 def backlog(db: str, schema: str = "order_service") -> int:
     with psycopg.connect(db) as conn:
         return conn.execute(f"SELECT count(*) FROM {schema}.outbox").fetchone()[0]
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 120, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def assert_complete_and_ordered(received: list[Received], order_ids: list[uuid.UUID]) -> Counter:
