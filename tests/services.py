@@ -20,6 +20,11 @@ class Services:
         parts = urlsplit(self.database_url)
         return urlunsplit(parts._replace(path=f"/{database}"))
 
+    def relay_url_for(self, database: str) -> str:
+        """The URL of `database` as the least-privileged `nibble_relay` role, which the relay runs as."""
+        parts = urlsplit(self.database_url_for(database))
+        return urlunsplit(parts._replace(netloc=f"nibble_relay:nibble_relay@{parts.hostname}:{parts.port}"))
+
     def environ(self) -> dict[str, str]:
         """The NIBBLE_* variables that point a `nibble` subprocess at these services."""
         return {

@@ -83,7 +83,13 @@ def ingested(services: Services) -> Iterator[Ingested]:
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     db = services.database_url_for(name)
-    env = {**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db, "NIBBLE_RELAY_METRICS_PORT": "0"}
+    # The relay runs as the least-privileged nibble_relay role.
+    env = {
+        **os.environ,
+        **services.environ(),
+        "NIBBLE_DATABASE_URL": services.relay_url_for(name),
+        "NIBBLE_RELAY_METRICS_PORT": "0",
+    }
     relays: list[subprocess.Popen] = []
     try:
         migrate(db)

@@ -45,7 +45,7 @@ class RelayProcess:
         env = {
             **os.environ,
             **services.environ(),
-            "NIBBLE_DATABASE_URL": db,
+            "NIBBLE_DATABASE_URL": services.relay_url_for(db.rsplit("/", 1)[1]),
             "NIBBLE_TOPIC_PREFIX": prefix,
             "NIBBLE_RELAY_METRICS_PORT": "0",
             **{f"NIBBLE_{name.upper()}": value for name, value in settings.items()},
