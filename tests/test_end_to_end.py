@@ -381,11 +381,12 @@ def test_query_deliveries_within_radius(ingested: Ingested) -> None:
 
 def test_query_funnel(ingested: Ingested) -> None:
     truth = ingested.pg(
-        "SELECT count(*) FILTER (WHERE h.from_status IS NULL), count(*) FILTER (WHERE h.to_status = 'confirmed'), "
-        "count(*) FILTER (WHERE h.to_status = 'picked_up'), count(*) FILTER (WHERE h.to_status = 'delivered') "
-        "FROM order_service.order_status_history h JOIN order_service.orders o ON o.id = h.order_id "
-        "WHERE o.city = %s",
+        "SELECT h.to_status, count(*) FROM order_service.order_status_history h "
+        "JOIN order_service.orders o ON o.id = h.order_id WHERE o.city = %s "
+        "AND h.to_status IN ('placed', 'confirmed', 'picked_up', 'delivered') GROUP BY 1",
         ingested.cities[1],
     )
-    [row] = q(ingested, "funnel", city=ingested.cities[1])
-    assert [int(v) for v in row] == list(truth[0])
+    rows = q(ingested, "funnel", city=ingested.cities[1])
+    assert sorted(tuple(row) for row in rows) == sorted(tuple(row) for row in truth)
+    stages = dict(truth)
+    assert stages["placed"] >= stages["confirmed"] >= stages["picked_up"] >= stages["delivered"] > 0
