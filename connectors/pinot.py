@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +46,28 @@ class Controller:
             self._call("PUT", f"/tables/{config['tableName']}", json=config)
         else:
             self._call("POST", "/tables", json=config)
+
+    def wait_online(self, name: str, timeout_s: float = 60) -> None:
+        """Wait until the server hosts every segment of the realtime table as the controller assigned it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ideal = (self._call("GET", f"/tables/{name}/idealstate") or {}).get("REALTIME")
+            external = (self._call("GET", f"/tables/{name}/externalview") or {}).get("REALTIME")
+            if ideal and ideal == external:
+                return
+            if time.monotonic() > deadline:
+                raise PinotError(f"table {name}: segments not online {timeout_s} s after its creation")
+            time.sleep(0.2)
+
+    def delete_table(self, name: str, timeout_s: float = 60) -> None:
+        """Drop the realtime table; returns once the server has dropped its segments too (a table re-created
+        at once gets segments of the same names, which the server must not confuse with the old ones)."""
+        self._call("DELETE", f"/tables/{name}", params={"type": "realtime"})
+        deadline = time.monotonic() + timeout_s
+        while self.realtime_table(name) is not None or self._call("GET", f"/tables/{name}/externalview"):
+            if time.monotonic() > deadline:
+                raise PinotError(f"table {name} still exists {timeout_s} s after its deletion")
+            time.sleep(0.2)
 
 
 def broker_connection(broker_url: str) -> Connection:

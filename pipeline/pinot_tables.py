@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pinotdb.exceptions
 
 from connectors import kafka
 from connectors.pinot import Controller, broker_connection
@@ -69,32 +72,73 @@ def differences(desired: Any, actual: Any, path: str = "") -> list[str]:
     return []
 
 
+def _new_columns(desired: dict[str, Any], existing: dict[str, Any] | None) -> list[str]:
+    """Columns of the desired schema that the existing one lacks (none when there is no schema yet)."""
+    if existing is None:
+        return []
+    return sorted(_column_names(desired) - _column_names(existing))
+
+
+def _column_names(schema: dict[str, Any]) -> set[str]:
+    specs = ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
+    return {field["name"] for key in specs for field in schema.get(key, [])}
+
+
 def _change(kind: str, name: str, existing: object, diff: list[str]) -> str:
     return f"{kind} {name}: " + ("create" if existing is None else "update " + ", ".join(diff))
 
 
-def apply(settings: Settings, dry_run: bool = False) -> list[str]:
+def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT_DIR) -> list[str]:
     """Create or update every schema and table; returns one line per change (empty: nothing to do)."""
     controller = Controller(settings.pinot_controller)
     if not dry_run:  # a realtime table can only be created on a topic that exists
         kafka.ensure_topics(settings, Codec(settings.topic_prefix).topics)
     changes = []
-    for spec in desired_specs(settings):
+    for spec in desired_specs(settings, pinot_dir):
         existing_schema = controller.schema(spec.name)
+        existing_table = controller.realtime_table(spec.name)
+        added = _new_columns(spec.schema, existing_schema)
+        recreate = existing_table is not None and bool(added)
+        if recreate:
+            # Pinot 0.11 cannot add a column to a consuming segment (queries on it fail until the segment
+            # rolls over), so the table is dropped and re-ingests its topic from the earliest offset; upsert
+            # and dedup rebuild the same state from the same events.
+            changes.append(f"table {spec.name}: recreate (new columns {', '.join(added)}; re-ingests its topic)")
+            if not dry_run:
+                controller.delete_table(spec.name)
+            existing_table = None
         schema_diff = differences(spec.schema, existing_schema) if existing_schema else ["(new)"]
         if schema_diff:
             changes.append(_change("schema", spec.name, existing_schema, schema_diff))
             if not dry_run:
                 controller.put_schema(copy.deepcopy(spec.schema), exists=existing_schema is not None)
-        existing_table = controller.realtime_table(spec.name)
         # Pinot answers with the physical table name, e.g. orders_REALTIME.
         stored_as = {**spec.table, "tableName": f"{spec.name}_REALTIME"}
         table_diff = differences(stored_as, existing_table) if existing_table else ["(new)"]
         if table_diff:
-            changes.append(_change("table", spec.name, existing_table, table_diff))
+            if not recreate:  # already announced
+                changes.append(_change("table", spec.name, existing_table, table_diff))
             if not dry_run:
                 controller.put_table(copy.deepcopy(spec.table), exists=existing_table is not None)
+                if existing_table is None:  # queryable when apply returns
+                    controller.wait_online(spec.name)
+                    _wait_queryable(settings, spec.name)
     return changes
+
+
+def _wait_queryable(settings: Settings, name: str, timeout_s: float = 60) -> None:
+    """Wait until the broker answers a query on the new table without an error (its routing catches up
+    with the servers a moment after they host the segments)."""
+    cursor = broker_connection(settings.pinot_broker).cursor()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute(f"SELECT COUNT(*) FROM {name}")
+            return
+        except pinotdb.exceptions.Error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,120 @@
+"""The query library's mechanics: documented files, bound parameters only, optional filters, the CLI.
+
+Each query's answer is checked against PostgreSQL in tests/test_end_to_end.py, on ingested data; here the
+queries run against the real Pinot to show that hostile input stays a value and that every output format
+works.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from confluent_kafka import Producer
+
+from connectors.pinot import broker_connection
+from pipeline.avro_codec import Codec, OutboxRow
+from pipeline.pinot_tables import apply
+from pipeline.queries import PARAMETER, library, run_query
+from tests.polling import wait_until
+from tests.services import Services
+from tests.test_pinot_tables import settings_for
+
+HOSTILE = "x' OR '1'='1"
+
+
+def test_every_query_is_documented_and_takes_values_only_as_bound_parameters() -> None:
+    queries = library()
+    assert len(queries) >= 14
+    for query in queries.values():
+        assert query.description, f"{query.name}: no '-- ' description header"
+        # No Python formatting holes or positional markers: every value is a named pyformat parameter.
+        assert not re.search(r"\{\w*\}|%s|%d", query.sql), query.name
+        assert query.parameters == set(PARAMETER.findall(query.sql))
+
+
+def test_optional_filters_are_kept_only_when_given() -> None:
+    query = library()["active_orders"]
+    assert "city = %(city)s" in query.render({"city": "Berlin"})
+    assert "city" not in query.render({}).split("WHERE", 1)[1].split("GROUP BY")[0]
+
+
+def _publish_order(services: Services, city: str) -> None:
+    """One placed order in `city`, straight to the orders topic as the relay would publish it."""
+    order_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    payload = {
+        "order_id": order_id,
+        "user_id": order_id,
+        "restaurant_id": order_id,
+        "restaurant_name": "Quote's Kitchen",
+        "city": city,
+        "cuisine": "pizza",
+        "status": "placed",
+        "item_count": 1,
+        "subtotal_cents": 1000,
+        "delivery_fee_cents": 200,
+        "tip_cents": 0,
+        "total_cents": 1200,
+        "currency": "EUR",
+        "payment_status": None,
+        "cancel_reason": None,
+        "delivery_lat": 52.5,
+        "delivery_lon": 13.4,
+        "placed_at": now.isoformat(),
+        "promised_at": None,
+        "updated_at": now.isoformat(),
+    }
+    row = OutboxRow(1, str(uuid.uuid4()), "order", order_id, "OrderPlaced", payload, 1, 1, now)
+    message = Codec().encode(row)
+    producer = Producer({"bootstrap.servers": services.kafka_bootstrap})
+    producer.produce(message.topic, message.value, message.key, headers=message.headers)
+    producer.flush(30)
+
+
+def test_a_hostile_value_is_a_value_not_sql(services: Services) -> None:
+    apply(settings_for(services))
+    city = f"O'Hare-{uuid.uuid4().hex[:8]}"  # a quote in a real value must match exactly, not break out
+    _publish_order(services, city)
+    cursor = broker_connection(services.pinot_broker_url).cursor()
+    wait_until(lambda: run_query(cursor, "active_orders", city=city).rows != [], 60, what="the order in Pinot")
+    assert run_query(cursor, "active_orders", city=city).rows == [[city, "placed", 1]]
+    assert run_query(cursor, "active_orders").rows != []
+    for name in ("active_orders", "top_restaurants", "funnel"):
+        assert run_query(cursor, name, city=HOSTILE).rows == [], name
+
+
+def test_a_missing_required_parameter_is_refused_before_pinot_is_asked(services: Services) -> None:
+    cursor = broker_connection(services.pinot_broker_url).cursor()
+    with pytest.raises(ValueError, match="needs lat, lon, radius_m"):
+        run_query(cursor, "deliveries_within_radius")
+
+
+@pytest.mark.parametrize("name", sorted(library()))
+def test_every_query_runs_from_the_cli_in_every_format(services: Services, name: str) -> None:
+    until = datetime.now(UTC) + timedelta(hours=1)
+    args = ["--since", (until - timedelta(days=30)).isoformat(), "--until", until.isoformat()]
+    if "lat" in library()[name].parameters:
+        args += ["--lat", "52.52", "--lon", "13.405", "--radius-m", "1500"]
+    outputs = {}
+    for fmt in ("table", "csv", "json"):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "query", name, *args, "--format", fmt],
+            env={**os.environ, **services.environ()},
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs[fmt] = result.stdout
+    rows = json.loads(outputs["json"])
+    table = list(csv.reader(io.StringIO(outputs["csv"])))
+    assert len(table) == len(rows) + 1
+    assert outputs["table"].rstrip().endswith(f"({len(rows)} rows)")
