@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.config import Settings
 
+# librdkafka's own log lines (e.g. a refused connection) go through Python logging, hence JSON in the relay.
+LOG = logging.getLogger("nibble.kafka")
+
 
 def producer_config(settings: Settings) -> dict[str, object]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap,
+        "logger": LOG,
         "enable.idempotence": True,  # with acks=all: no duplicates or reordering from producer retries
         "acks": "all",
         "compression.type": "lz4",
@@ -24,12 +30,13 @@ def producer_config(settings: Settings) -> dict[str, object]:
 
 
 def ensure_topics(settings: Settings, topics: list[str]) -> None:
-    """Create the topics that do not exist yet (idempotent); existing ones are left as they are."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    """Create the topics that do not exist yet (idempotent); existing ones are left as they are.
+    Raises KafkaException when Kafka does not answer (the relay backs off and retries)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "logger": LOG})
     new = [NewTopic(t, num_partitions=settings.kafka_topic_partitions, replication_factor=1) for t in topics]
-    for topic, future in admin.create_topics(new, request_timeout=30).items():
+    for future in admin.create_topics(new, request_timeout=10).values():
         try:
-            future.result(timeout=60)
+            future.result(timeout=20)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"cannot create Kafka topic {topic}: {exc.args[0].str()}") from exc
+                raise

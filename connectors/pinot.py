@@ -59,16 +59,6 @@ class Controller:
                 raise PinotError(f"table {name}: segments not online {timeout_s} s after its creation")
             time.sleep(0.2)
 
-    def delete_table(self, name: str, timeout_s: float = 60) -> None:
-        """Drop the realtime table; returns once the server has dropped its segments too (a table re-created
-        at once gets segments of the same names, which the server must not confuse with the old ones)."""
-        self._call("DELETE", f"/tables/{name}", params={"type": "realtime"})
-        deadline = time.monotonic() + timeout_s
-        while self.realtime_table(name) is not None or self._call("GET", f"/tables/{name}/externalview"):
-            if time.monotonic() > deadline:
-                raise PinotError(f"table {name} still exists {timeout_s} s after its deletion")
-            time.sleep(0.2)
-
 
 def broker_connection(broker_url: str) -> Connection:
     parts = urlsplit(broker_url)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import set_json_loads
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "pipeline" / "sql"
 
@@ -24,7 +22,4 @@ def schema_sql(name: str, schema: str, **fragments: sql.Composable) -> sql.Compo
 
 
 def connect(url: str, application_name: str, autocommit: bool = True) -> psycopg.Connection:
-    conn = psycopg.connect(url, autocommit=autocommit, application_name=application_name, connect_timeout=5)
-    # JSON numbers stay exact either way (ints as int); orjson parses payloads ~4x faster than json.
-    set_json_loads(orjson.loads, conn)
-    return conn
+    return psycopg.connect(url, autocommit=autocommit, application_name=application_name, connect_timeout=5)

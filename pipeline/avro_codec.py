@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import orjson
 
 from pipeline import PROJECT_ROOT
 
@@ -54,6 +55,19 @@ class Message:
         return len(self.key) + len(self.value)
 
 
+def parse_payload(text: str) -> dict[str, Any]:
+    """An outbox payload (jsonb as text) as a dict. Integers stay exact ints up to 64 bits; anything beyond
+    becomes a float, which the codec's type checks reject for every integer field, so no value is rounded
+    silently. A payload that does not parse (e.g. 1e400, valid jsonb) is poison, not a relay crash."""
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonEvent(f"payload is not parseable JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise PoisonEvent(f"payload is a JSON {type(payload).__name__}, not an object")
+    return payload
+
+
 def _millis(value: str | None) -> int | None:
     if value is None:
         return None
@@ -81,6 +95,17 @@ def _lax_types(avro_type: Any) -> tuple[type, ...] | None:
     return tuple(type(None) if name == "null" else _LAX_TYPES[name] for name in names)
 
 
+def _int_bits(avro_type: Any) -> int | None:
+    """32 or 64 for an int or long field (fastavro writes any Python int into either, so the codec checks
+    the range: a Java reader would fail on, or misread, an int of more than 32 bits), else None."""
+    branches = avro_type if isinstance(avro_type, list) else [avro_type]
+    if "int" in branches:
+        return 32
+    if "long" in branches:
+        return 64
+    return None
+
+
 def _converter(avro_type: Any) -> Callable[[Any], Any] | None:
     """How a payload value (JSON) becomes the Avro datum for a field, or None when it passes as is."""
     branches = avro_type if isinstance(avro_type, list) else [avro_type]
@@ -101,6 +126,7 @@ class SchemaVersion:
     required_fields: frozenset[str]
     converters: tuple[tuple[str, Callable[[Any], Any]], ...]
     types: tuple[tuple[str, tuple[type, ...]], ...]
+    int_ranges: tuple[tuple[str, int], ...]
 
     @classmethod
     def load(cls, path: Path) -> SchemaVersion:
@@ -115,6 +141,7 @@ class SchemaVersion:
             required_fields=frozenset(f["name"] for f in fields if "default" not in f),
             converters=converters,
             types=tuple((f["name"], allowed) for f in fields if (allowed := _lax_types(f["type"])) is not None),
+            int_ranges=tuple((f["name"], bits) for f in fields if (bits := _int_bits(f["type"])) is not None),
         )
 
     def record(self, row: OutboxRow) -> dict[str, Any]:
@@ -135,6 +162,11 @@ class SchemaVersion:
                 raise PoisonEvent(
                     f"does not fit {self.full_name} v{self.version}: {name} is {value!r} "
                     f"({type(value).__name__}), expected {' or '.join(t.__name__ for t in allowed)}"
+                )
+        for name, bits in self.int_ranges:
+            if type(value := record.get(name)) is int and not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+                raise PoisonEvent(
+                    f"does not fit {self.full_name} v{self.version}: {name} = {value} exceeds {bits} bits"
                 )
         record["event_id"] = row.event_id
         record["event_type"] = row.event_type

@@ -97,16 +97,10 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT_DIR
     for spec in desired_specs(settings, pinot_dir):
         existing_schema = controller.schema(spec.name)
         existing_table = controller.realtime_table(spec.name)
-        added = _new_columns(spec.schema, existing_schema)
-        recreate = existing_table is not None and bool(added)
-        if recreate:
-            # Pinot 0.11 cannot add a column to a consuming segment (queries on it fail until the segment
-            # rolls over), so the table is dropped and re-ingests its topic from the earliest offset; upsert
-            # and dedup rebuild the same state from the same events.
-            changes.append(f"table {spec.name}: recreate (new columns {', '.join(added)}; re-ingests its topic)")
-            if not dry_run:
-                controller.delete_table(spec.name)
-            existing_table = None
+        if existing_table is not None and (added := _new_columns(spec.schema, existing_schema)):
+            # Pinot 0.11 does not add a column to its consuming segments: queries on it fail until they roll
+            # over. Recreating the table would re-ingest the topic; that is the operator's call, not apply's.
+            changes.append(f"table {spec.name}: new columns {', '.join(added)} answer only after segments roll")
         schema_diff = differences(spec.schema, existing_schema) if existing_schema else ["(new)"]
         if schema_diff:
             changes.append(_change("schema", spec.name, existing_schema, schema_diff))
@@ -116,8 +110,7 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT_DIR
         stored_as = {**spec.table, "tableName": f"{spec.name}_REALTIME"}
         table_diff = differences(stored_as, existing_table) if existing_table else ["(new)"]
         if table_diff:
-            if not recreate:  # already announced
-                changes.append(_change("table", spec.name, existing_table, table_diff))
+            changes.append(_change("table", spec.name, existing_table, table_diff))
             if not dry_run:
                 controller.put_table(copy.deepcopy(spec.table), exists=existing_table is not None)
                 if existing_table is None:  # queryable when apply returns

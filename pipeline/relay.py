@@ -16,15 +16,15 @@ import logging
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 
 import psycopg
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors import kafka, postgres
 from pipeline import json_logging, metrics
-from pipeline.avro_codec import Codec, Message, OutboxRow, PoisonEvent
+from pipeline.avro_codec import Codec, Message, OutboxRow, PoisonEvent, parse_payload
 from pipeline.config import Settings
 
 log = logging.getLogger("nibble.relay")
@@ -32,6 +32,7 @@ log = logging.getLogger("nibble.relay")
 LEASE_CLASS = 0x6E62  # first key of every relay lease: pg_try_advisory_lock(LEASE_CLASS, hashtext(schema))
 BACKLOG_REFRESH_S = 5.0
 MAX_BACKOFF_S = 30.0
+STOP_GRACE_S = 5.0  # after SIGTERM, how long a batch in flight may still wait for Kafka before it is abandoned
 
 
 class DeliveryFailed(Exception):
@@ -56,12 +57,16 @@ class Relay:
         self.leases: list[str] = []
         self.producer: Producer | None = None
         self.producer_fatal = False
+        self.kafka_ready = False
+        self.stop_requested_at = 0.0
         self.next_backlog_refresh = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        if not self.stopping:
+            self.stop_requested_at = time.monotonic()
         self.stopping = True
 
     def run(self) -> None:
@@ -69,14 +74,11 @@ class Relay:
         signal.signal(signal.SIGINT, self.stop)
         if self.settings.relay_metrics_port:
             metrics.serve(self.settings.relay_metrics_port, self.health)
-        kafka.ensure_topics(self.settings, self.codec.topics)
-        # Connect and fetch topic metadata now, not on the first event: the first batch after a quiet
-        # start would otherwise wait for the broker connection and the idempotent producer id.
-        self._producer().list_topics(timeout=10)
         backoff = 0.0
         log.info("relay started", extra={"outboxes": self.settings.outbox_schemas, "topics": self.codec.topics})
         while not self.stopping:
             try:
+                self._ensure_kafka()
                 self._ensure_connected()
                 self._acquire_leases()
                 busy = False
@@ -92,12 +94,14 @@ class Relay:
                 log.warning("PostgreSQL unavailable; reconnecting", extra={"error": str(exc).strip()})
                 self._disconnect()
                 backoff = self._sleep_backoff(backoff)
-            except DeliveryFailed as exc:
+            except (DeliveryFailed, KafkaException) as exc:
                 metrics.ERRORS.labels("kafka").inc()
-                log.warning("Kafka did not acknowledge; backlog kept in PostgreSQL", extra={"error": str(exc)})
+                log.warning("Kafka unavailable; backlog kept in PostgreSQL", extra={"error": str(exc)})
                 backoff = self._sleep_backoff(backoff)
         if self.producer is not None:
-            self.producer.flush(10)
+            # Empty unless a batch was abandoned at stop; its rows stay in the outbox for the next relay.
+            self.producer.purge()
+            self.producer.flush(1)
         self._disconnect()
         log.info("relay stopped")
 
@@ -107,6 +111,17 @@ class Relay:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(0.1)
         return delay
+
+    def _ensure_kafka(self) -> None:
+        """Create the topics and connect the producer once; until Kafka answers, the loop backs off."""
+        if self.kafka_ready:
+            return
+        kafka.ensure_topics(self.settings, self.codec.topics)
+        # Connect and fetch topic metadata now, not on the first event: the first batch after a quiet
+        # start would otherwise wait for the broker connection and the idempotent producer id.
+        self._producer().list_topics(timeout=10)
+        self.kafka_ready = True
+        log.info("connected to Kafka")
 
     # --- PostgreSQL: connection, lease, notifications ------------------------------------------------
 
@@ -162,15 +177,12 @@ class Relay:
     def _relay_batch(self, schema: str) -> int:
         assert self.conn is not None
         started = time.perf_counter()
-        rows = [
-            OutboxRow(*record)
-            for record in self.conn.execute(
-                postgres.schema_sql("claim_batch", schema), {"limit": self.settings.relay_batch_size}
-            )
-        ]
-        if not rows:
+        records = self.conn.execute(
+            postgres.schema_sql("claim_batch", schema), {"limit": self.settings.relay_batch_size}
+        ).fetchall()
+        if not records:
             return 0
-        to_send, poison = self._encode(rows)
+        to_send, poison = self._encode(records)
         failed = self._publish(to_send)
         # Keep per-aggregate order: once an aggregate has an unacknowledged event in this batch, its later
         # events stay in the outbox too, to be re-sent after it.
@@ -207,19 +219,22 @@ class Relay:
         metrics.BATCH_SECONDS.labels(schema).observe(time.perf_counter() - started)
         if failed:
             raise DeliveryFailed(f"{len(failed)} of {len(to_send)} events: {next(iter(failed.values()))}")
-        return len(rows)
+        return len(records)
 
-    def _encode(self, rows: list[OutboxRow]) -> tuple[list[tuple[OutboxRow, Message]], list[tuple[OutboxRow, str]]]:
+    def _encode(self, records: list[tuple]) -> tuple[list[tuple[OutboxRow, Message]], list[tuple[OutboxRow, str]]]:
         """Messages to send, and poison rows with their error. After a poison event, its aggregate's later
         events in the batch are neither sent nor dead-lettered: they wait, parked, behind it."""
         to_send: list[tuple[OutboxRow, Message]] = []
         poison: list[tuple[OutboxRow, str]] = []
         parked: set[str] = set()
         limit = self.settings.relay_max_message_bytes
-        for row in rows:
-            if row.aggregate_id in parked:
+        for position, event_id, aggregate_type, aggregate_id, event_type, payload, version, txid, at in records:
+            if aggregate_id in parked:
                 continue
+            # An unparseable payload is dead-lettered by position: the empty dict is never encoded.
+            row = OutboxRow(position, event_id, aggregate_type, aggregate_id, event_type, {}, version, txid, at)
             try:
+                row = replace(row, payload=parse_payload(payload))
                 message = self.codec.encode(row)
                 if message.size > limit:
                     raise PoisonEvent(f"message of {message.size} bytes exceeds NIBBLE_RELAY_MAX_MESSAGE_BYTES={limit}")
@@ -255,13 +270,22 @@ class Relay:
                     break
                 except BufferError:  # local queue full: let deliveries drain it
                     producer.poll(0.05)
-        # message.timeout.ms bounds this: every message is acknowledged or has failed by then.
-        remaining = producer.flush(self.settings.relay_delivery_timeout_ms / 1000 + 10)
+        remaining = self._await_acknowledgements(producer)
         if remaining:
             failed.update({row.position: "no delivery report" for row, _ in to_send if row.position not in failed})
         if self.producer_fatal:
             self.producer = None  # a fatal idempotence error: the next batch starts a fresh producer
         return failed
+
+    def _await_acknowledgements(self, producer: Producer) -> int:
+        """Serve delivery reports until every message is acknowledged or failed (message.timeout.ms bounds
+        that), or until STOP_GRACE_S after a stop request; returns how many are still unacknowledged."""
+        deadline = time.monotonic() + self.settings.relay_delivery_timeout_ms / 1000 + 10
+        while (remaining := producer.flush(0.2)) and time.monotonic() < deadline:
+            if self.stopping and time.monotonic() > self.stop_requested_at + STOP_GRACE_S:
+                log.warning("stopping: batch abandoned, its unacknowledged rows stay in the outbox")
+                break
+        return remaining
 
     def _producer(self) -> Producer:
         if self.producer is None:

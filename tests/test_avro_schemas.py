@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.avro_codec import SCHEMAS_DIR, Codec, OutboxRow, PoisonEvent
+from pipeline.avro_codec import SCHEMAS_DIR, Codec, OutboxRow, PoisonEvent, parse_payload
 from pipeline.schema_compat import backward_incompatibilities
 
 STREAM_DIRS = sorted(p for p in SCHEMAS_DIR.iterdir() if p.is_dir())
@@ -103,3 +103,65 @@ def test_an_unknown_schema_version_is_poison() -> None:
     row = driver_row()
     with pytest.raises(PoisonEvent, match=re.escape("no Avro schema nibble.drivers v9")):
         Codec().encode(OutboxRow(**{**row.__dict__, "schema_version": 9}))
+
+
+def test_payload_numbers_parse_exactly_or_not_at_all() -> None:
+    assert parse_payload('{"total_cents": 9007199254740993, "lat": 52.52}') == {
+        "total_cents": 9007199254740993,  # 2**53 + 1: a float would have rounded it
+        "lat": 52.52,
+    }
+    with pytest.raises(PoisonEvent, match="payload is not parseable JSON"):
+        parse_payload('{"total_cents": 1e400}')  # valid jsonb (numeric), beyond any double
+    with pytest.raises(PoisonEvent, match="payload is a JSON list, not an object"):
+        parse_payload("[1, 2]")
+
+
+def order_row(**payload_changes: object) -> OutboxRow:
+    stamp = "2026-11-24T18:00:00+00:00"
+    order_id = "7a0c3e1d-2b4f-4c6a-8d9e-0f1a2b3c4d5e"
+    payload = {
+        "order_id": order_id,
+        "user_id": "1b2c3d4e-5f60-4172-8394-a5b6c7d8e9f0",
+        "restaurant_id": "2c3d4e5f-6071-4283-94a5-b6c7d8e9f0a1",
+        "restaurant_name": "Bench Bistro",
+        "city": "Berlin",
+        "cuisine": "thai",
+        "status": "placed",
+        "item_count": 2,
+        "subtotal_cents": 2250,
+        "delivery_fee_cents": 249,
+        "tip_cents": 100,
+        "total_cents": 2599,
+        "currency": "EUR",
+        "payment_status": None,
+        "cancel_reason": None,
+        "delivery_lat": 52.52,
+        "delivery_lon": 13,  # JSON writes 13.0 as 13: widened to a double
+        "placed_at": stamp,
+        "promised_at": None,
+        "updated_at": stamp,
+        **payload_changes,
+    }
+    at = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+    return OutboxRow(1, "0b6b2f55-1d5c-4d7e-8a5c-3b8f7e9d2a11", "order", order_id, "OrderPlaced", payload, 1, 1, at)
+
+
+def test_an_order_round_trips_with_exact_cents() -> None:
+    codec = Codec()
+    record = codec.decode(codec.encode(order_row(total_cents=2**62 + 1)).value, "order", 1)
+    assert record["total_cents"] == 2**62 + 1 and record["delivery_lon"] == 13.0
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"total_cents": 2**63}, "OrderEvent v1: total_cents = 9223372036854775808 exceeds 64 bits"),
+        ({"item_count": 2**31}, "OrderEvent v1: item_count = 2147483648 exceeds 32 bits"),
+        ({"total_cents": 25.99}, "total_cents is 25.99 (float), expected int"),  # money in cents, never a float
+        # Beyond 64 bits the JSON parser yields a float: rejected, never rounded into a long.
+        (parse_payload('{"total_cents": 123456789012345678901234567890}'), "total_cents is 1.2345678901234568e+29"),
+    ],
+)
+def test_numbers_that_do_not_fit_a_field_are_poison(change: dict, error: str) -> None:
+    with pytest.raises(PoisonEvent, match=re.escape(error)):
+        Codec().encode(order_row(**change))

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -50,12 +51,14 @@ class RelayProcess:
             "NIBBLE_RELAY_METRICS_PORT": "0",
             **{f"NIBBLE_{name.upper()}": value for name, value in settings.items()},
         }
+        # A file, not a pipe: a relay logging a lot (e.g. librdkafka while Kafka is away) must never block.
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the process)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "relay"],
             env=env,
             cwd=PROJECT_ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.stderr,
             text=True,
         )
 
@@ -68,8 +71,8 @@ class RelayProcess:
         return self.process.wait(60)
 
     def logs(self) -> list[dict]:
-        assert self.process.stderr is not None
-        return [json.loads(line) for line in self.process.stderr.read().splitlines() if line.startswith("{")]
+        self.stderr.seek(0)
+        return [json.loads(line) for line in self.stderr.read().splitlines() if line.startswith("{")]
 
 
 @pytest.fixture
@@ -257,6 +260,44 @@ def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, relays)
     assert_complete_and_ordered(received, small)
 
 
+def test_unparseable_payload_is_dead_lettered_and_the_relay_keeps_running(services, db, prefix, relays) -> None:
+    with psycopg.connect(db) as conn:
+        (bad,) = place_orders(conn, 1)
+        # Valid jsonb (numeric), but no JSON parser gives a number for it: must not stop the relay.
+        conn.execute("UPDATE order_service.outbox SET payload = jsonb_set(payload, '{total_cents}', '1e400')")
+    good = full_lifecycle(db, 3)
+    relay = start_relay(relays, services, db, prefix)
+    wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
+    with psycopg.connect(db) as conn:
+        errors = conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
+    assert [row[0] for row in errors] == [bad] and "payload is not parseable JSON" in errors[0][1]
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 3 * EVENTS_PER_ORDER)
+    assert_complete_and_ordered(received, good)
+    assert relay.terminate() == 0
+
+
+def test_kafka_unreachable_keeps_the_backlog_then_a_relay_with_kafka_drains_it(services, db, prefix, relays) -> None:
+    order_ids = full_lifecycle(db, 20)
+    port = 19964 + os.getpid() % 500
+    cut_off = start_relay(
+        relays, services, db, prefix, kafka_bootstrap_servers="127.0.0.1:1", relay_metrics_port=str(port)
+    )
+    kafka_errors = 'nibble_relay_errors_total{kind="kafka"}'
+    wait_until(lambda: kafka_errors in _metrics(port), timeout_s=60, what="the relay to find Kafka unreachable")
+    assert cut_off.process.poll() is None, "an unreachable Kafka is waited for, not fatal"
+    assert backlog(db) == 20 * EVENTS_PER_ORDER
+    stop_asked = time.monotonic()
+    assert cut_off.terminate() == 0
+    assert time.monotonic() - stop_asked < 20
+    assert any(line["msg"].startswith("Kafka unavailable") for line in cut_off.logs())
+
+    start_relay(relays, services, db, prefix)
+    wait_until(lambda: backlog(db) == 0, what="the backlog to drain once Kafka is reachable")
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER)
+    counts = assert_complete_and_ordered(received, order_ids)
+    assert len(received) == 20 * EVENTS_PER_ORDER and set(counts.values()) == {1}
+
+
 def test_relay_reconnects_when_its_postgres_session_dies(services, db, prefix, relays) -> None:
     first = full_lifecycle(db, 10)
     start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
@@ -290,6 +331,11 @@ def test_metrics_and_health_endpoints(services, db, prefix, relays) -> None:
     assert f'nibble_relay_events_published_total{{topic="{prefix}nibble.orders"}} 50.0' in text
     assert 'nibble_relay_leader{outbox="order_service"} 1.0' in text
     assert "nibble_relay_backlog_rows" in text and "nibble_relay_batch_seconds_bucket" in text
+
+
+def _metrics(port: int) -> str:
+    response = _get(f"http://127.0.0.1:{port}/metrics")
+    return response.text if response is not None else ""
 
 
 def _get(url: str) -> requests.Response | None:
