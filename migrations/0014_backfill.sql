@@ -2,7 +2,7 @@
 -- into the outboxes in chunks by primary key, with its progress kept here so a killed run resumes.
 --
 -- A snapshot event carries the same payload the triggers write (the payload functions of 0009-0011 are
--- called, not copied) under its own event type (`OrderSnapshot`, `DeliverySnapshot`, `RestaurantSnapshot`,
+-- called by name, not copied, so a later migration that replaces one changes both) under its own event type (`OrderSnapshot`, `DeliverySnapshot`, `RestaurantSnapshot`,
 -- `DriverSnapshot`), so history tables can tell it from a real change.
 --
 -- Never older than PostgreSQL. Pinot's upsert tables keep, per aggregate, the event with the highest
@@ -29,7 +29,8 @@ CREATE TABLE public.backfill_progress (
 
 SET LOCAL ROLE order_service_owner;
 
--- An order is visible to analytics once it has items (0009): one without items gets no snapshot either.
+-- An order is visible to analytics from its first items on (0012: `announced OR item_count > 0`); one that
+-- never had items gets no snapshot either.
 CREATE FUNCTION order_service.emit_order_snapshots(ids uuid[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -38,7 +39,7 @@ BEGIN
     INSERT INTO order_service.outbox (aggregate_type, aggregate_id, event_type, payload, schema_version)
     SELECT 'order', o.id, 'OrderSnapshot', order_service.order_payload(o), 1
     FROM order_service.orders o
-    WHERE o.id = ANY (ids) AND o.item_count > 0
+    WHERE o.id = ANY (ids) AND (o.announced OR o.item_count > 0)
     ORDER BY o.id
     FOR SHARE;
     GET DIAGNOSTICS emitted = ROW_COUNT;
