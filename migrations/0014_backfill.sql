@@ -2,8 +2,9 @@
 -- into the outboxes in chunks by primary key, with its progress kept here so a killed run resumes.
 --
 -- A snapshot event carries the same payload the triggers write (the payload functions of 0009-0011 are
--- called by name, not copied, so a later migration that replaces one changes both) under its own event type (`OrderSnapshot`, `DeliverySnapshot`, `RestaurantSnapshot`,
--- `DriverSnapshot`), so history tables can tell it from a real change.
+-- called by name, not copied, so a later migration that replaces one changes both) under its own event
+-- type (`OrderSnapshot`, `DeliverySnapshot`, `RestaurantSnapshot`, `DriverSnapshot`), so history tables
+-- can tell it from a real change.
 --
 -- Never older than PostgreSQL. Pinot's upsert tables keep, per aggregate, the event with the highest
 -- `outbox_position`, and a position is drawn when the outbox row is inserted, not when it commits. Every
