@@ -20,15 +20,11 @@ import argparse
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from pipeline.config import load_settings
-from pipeline.migrate import migrate
+from tests.support.database import scratch_database
 
 INSERT_ORDER = """
 INSERT INTO order_service.orders (user_id, restaurant_id, restaurant_name, city, cuisine, delivery_fee, tip,
@@ -45,18 +41,6 @@ INSERT_PAYMENT = """
 INSERT INTO order_service.payments (order_id, amount, method, status) VALUES (%s, 34.69, 'card', 'authorized')
 """
 CONFIRM = "UPDATE order_service.orders SET status = 'confirmed' WHERE id = %s"
-
-
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    name = f"bench_outbox_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(admin_url, dbname=name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def checkout(conn: psycopg.Connection) -> None:
@@ -88,36 +72,35 @@ def set_outbox_trigger(conn: psycopg.Connection, enabled: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=load_settings().postgres_url, help="a superuser URL")
+    parser.add_argument("--database-url", default=load_settings().endpoints.database_url, help="a superuser URL")
     parser.add_argument("--rounds", type=int, default=15, help="rounds per mode, alternating")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one round")
     parser.add_argument("--synchronous-commit", choices=["on", "off"], help="default: the server's setting")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured checkouts first")
     args = parser.parse_args()
 
-    with scratch_database(args.database_url) as url:
-        migrate(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            if args.synchronous_commit:
-                conn.execute(f"SET synchronous_commit = {args.synchronous_commit}")
-            settings = conn.execute(
-                "SELECT current_setting('server_version'), current_setting('synchronous_commit'), "
-                "current_setting('fsync')"
-            ).fetchone()
-            assert settings is not None
-            print(f"PostgreSQL {settings[0]}, synchronous_commit={settings[1]}, fsync={settings[2]}")
-            run_round(conn, args.warmup)
-            results: dict[bool, list[float]] = {True: [], False: []}
-            for round_number in range(args.rounds):
-                # Alternate which mode goes first so drift (autovacuum, checkpoints) hits both alike.
-                order = (True, False) if round_number % 2 == 0 else (False, True)
-                for enabled in order:
-                    set_outbox_trigger(conn, enabled)
-                    results[enabled].append(run_round(conn, args.seconds))
-                print(
-                    f"round {round_number + 1}: with {results[True][-1]:8.1f} tx/s   "
-                    f"without {results[False][-1]:8.1f} tx/s"
-                )
+    with (
+        scratch_database(args.database_url, "bench_outbox", migrated=True) as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        if args.synchronous_commit:
+            conn.execute(f"SET synchronous_commit = {args.synchronous_commit}")
+        settings = conn.execute(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit'), current_setting('fsync')"
+        ).fetchone()
+        assert settings is not None
+        print(f"PostgreSQL {settings[0]}, synchronous_commit={settings[1]}, fsync={settings[2]}")
+        run_round(conn, args.warmup)
+        results: dict[bool, list[float]] = {True: [], False: []}
+        for round_number in range(args.rounds):
+            # Alternate which mode goes first so drift (autovacuum, checkpoints) hits both alike.
+            order = (True, False) if round_number % 2 == 0 else (False, True)
+            for enabled in order:
+                set_outbox_trigger(conn, enabled)
+                results[enabled].append(run_round(conn, args.seconds))
+            print(
+                f"round {round_number + 1}: with {results[True][-1]:8.1f} tx/s   without {results[False][-1]:8.1f} tx/s"
+            )
 
     with_outbox = statistics.median(results[True])
     without_outbox = statistics.median(results[False])

@@ -14,10 +14,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,27 +25,29 @@ from pathlib import Path
 import psycopg
 from confluent_kafka import Producer
 
-from bench.bench_relay import drop_database, scratch_database
 from connectors import kafka
 from connectors.pinot import broker_connection
-from pipeline.avro_codec import Codec, OutboxRow
-from pipeline.config import load_settings
-from pipeline.generator import CITIES, CUISINES, Generator
-from pipeline.pinot_tables import apply
-from pipeline.queries import library, run_query
+from pipeline.analytics.queries import library, run_query
+from pipeline.analytics.tables import apply
+from pipeline.config import Settings, load_settings
+from pipeline.contract.codec import Codec
+from pipeline.devstack.generator import CITIES, CUISINES, Generator
+from pipeline.outbox.store import OutboxRow
+from tests.support.database import scratch_database
+from tests.support.relay import RelayProcess
+from tests.support.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def freshness(rate: int, seconds: int, warmup_s: int) -> None:
     settings = load_settings()
-    db = scratch_database(settings.postgres_url)
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "relay"],
-        env={**os.environ, "NIBBLE_DATABASE_URL": db, "NIBBLE_RELAY_METRICS_PORT": "0"},
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
+    with scratch_database(settings.endpoints.database_url, "bench_pinot", migrated=True) as db:
+        _freshness(settings, db, rate, seconds, warmup_s)
+
+
+def _freshness(settings: Settings, db: str, rate: int, seconds: int, warmup_s: int) -> None:
+    relay = RelayProcess(Services.from_settings(settings), db)
     suffix = f"-f{uuid.uuid4().hex[:5]}"
     lags: list[float] = []
     stop = threading.Event()
@@ -55,7 +55,7 @@ def freshness(rate: int, seconds: int, warmup_s: int) -> None:
     stamped = {"newest": 0, "from": time.time() + 3 + warmup_s}
 
     def probe() -> None:
-        cursor = broker_connection(settings.pinot_broker).cursor()
+        cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
         while not stop.is_set() or commits:
             cursor.execute(
                 "SELECT MAX(occurred_at) FROM order_events WHERE city = %(city)s", {"city": "Berlin" + suffix}
@@ -94,7 +94,7 @@ def freshness(rate: int, seconds: int, warmup_s: int) -> None:
         ended = time.time()
         stop.set()
         prober.join(timeout=30)
-        cursor = broker_connection(settings.pinot_broker).cursor()
+        cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
         window = {
             "cities": [city + suffix for city in CITIES],
             "since": int(stamped["from"] * 1000),
@@ -117,16 +117,19 @@ def freshness(rate: int, seconds: int, warmup_s: int) -> None:
         )
     finally:
         relay.terminate()
-        relay.wait(60)
-        drop_database(settings.postgres_url, db)
 
 
 def load_volume(volume: int) -> None:
     """Produce `volume` order events (5 per order, lifecycle order) for a million-order history."""
     settings = load_settings()
-    codec = Codec(settings.topic_prefix)
-    kafka.ensure_topics(settings, codec.topics)
-    producer = Producer(kafka.producer_config(settings))
+    codec = Codec(settings.endpoints.topic_prefix)
+    e = settings.endpoints
+    kafka.ensure_topics(e.kafka_bootstrap_servers, codec.topics, e.kafka_topic_partitions)
+    producer = Producer(
+        kafka.producer_config(
+            e.kafka_bootstrap_servers, settings.relay.delivery_timeout_ms, settings.relay.max_message_bytes
+        )
+    )
     cities = list(CITIES)
     restaurants = [
         (str(uuid.uuid4()), f"R{i}", cities[i % len(cities)], CUISINES[i % len(CUISINES)]) for i in range(400)
@@ -173,7 +176,7 @@ def load_volume(volume: int) -> None:
                 "order",
                 order_id,
                 "OrderPlaced" if step == 0 else "OrderStatusChanged",
-                payload,
+                json.dumps(payload),
                 1,
                 position,
                 at,
@@ -192,7 +195,7 @@ def load_volume(volume: int) -> None:
 
 def query_latency(volume: int, runs: int) -> None:
     settings = load_settings()
-    cursor = broker_connection(settings.pinot_broker).cursor()
+    cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
     cursor.execute("SELECT COUNT(*) FROM order_events")
     before = cursor.fetchone()[0]
     if before < volume:  # a second run reuses what the first one loaded

@@ -11,10 +11,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,45 +19,19 @@ from pathlib import Path
 import psycopg
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.workload import EVENTS_PER_ORDER, full_lifecycle, place_orders
 from pipeline.config import load_settings
-from pipeline.migrate import migrate
-from tests.kafka_reader import read_topic
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def scratch_database(admin_url: str) -> str:
-    name = f"bench_relay_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    migrate(url)
-    return url
+from tests.support.database import scratch_database
+from tests.support.kafka_reader import read_topic
+from tests.support.relay import RelayProcess
+from tests.support.services import Services
+from tests.support.workload import EVENTS_PER_ORDER, full_lifecycle, place_orders
 
 
-def drop_database(admin_url: str, url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
-def start_relay(db: str, prefix: str, batch_size: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "NIBBLE_DATABASE_URL": db,
-        "NIBBLE_TOPIC_PREFIX": prefix,
-        "NIBBLE_RELAY_BATCH_SIZE": str(batch_size),
-        "NIBBLE_RELAY_METRICS_PORT": "0",
-    }
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "relay"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
-
-
-def stop_relay(relay: subprocess.Popen) -> int:
+def stop_relay(relay: RelayProcess) -> int:
     """Peak RSS in MB, then SIGTERM."""
-    status = Path(f"/proc/{relay.pid}/status").read_text()
+    status = Path(f"/proc/{relay.process.pid}/status").read_text()
     peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
     relay.terminate()
-    relay.wait(60)
     return peak_kb // 1024
 
 
@@ -69,16 +40,15 @@ def oldest_position(conn: psycopg.Connection) -> int | None:
     return conn.execute("SELECT min(position) FROM order_service.outbox").fetchone()[0]
 
 
-def drain(admin_url: str, orders: int, batch_size: int) -> None:
-    db = scratch_database(admin_url)
-    try:
+def drain(services: Services, orders: int, batch_size: int) -> None:
+    with scratch_database(services.database_url, "bench_relay", migrated=True) as db:
         print(f"drain: writing {orders * EVENTS_PER_ORDER:,} outbox events through the triggers ...", flush=True)
         full_lifecycle(db, orders)
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE order_service.outbox")
             (total,) = conn.execute("SELECT count(*) FROM order_service.outbox").fetchone()
             first = oldest_position(conn)
-            relay = start_relay(db, f"bench{uuid.uuid4().hex[:6]}.", batch_size)
+            relay = RelayProcess(services, db, f"bench{uuid.uuid4().hex[:6]}.", relay_batch_size=str(batch_size))
             while oldest_position(conn) == first:
                 time.sleep(0.01)
             started = time.perf_counter()
@@ -90,20 +60,23 @@ def drain(admin_url: str, orders: int, batch_size: int) -> None:
             f"drain: {total:,} events in {elapsed:.1f} s = {total / elapsed:,.0f} events/s "
             f"(batch {batch_size}); relay peak RSS {peak_mb} MB"
         )
-    finally:
-        drop_database(admin_url, db)
 
 
-def latency(admin_url: str, bootstrap: str, rate: int, seconds: int, batch_size: int) -> None:
-    db = scratch_database(admin_url)
+def latency(services: Services, rate: int, seconds: int, batch_size: int) -> None:
+    with scratch_database(services.database_url, "bench_relay", migrated=True) as db:
+        _latency(services, db, rate, seconds, batch_size)
+
+
+def _latency(services: Services, db: str, rate: int, seconds: int, batch_size: int) -> None:
+    bootstrap = services.kafka_bootstrap
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     topic = f"{prefix}nibble.orders"
     settings = load_settings()
     admin = AdminClient({"bootstrap.servers": bootstrap})
     config = {"message.timestamp.type": "LogAppendTime"}  # the broker stamps the append time
-    new = NewTopic(topic, num_partitions=settings.kafka_topic_partitions, replication_factor=1, config=config)
+    new = NewTopic(topic, num_partitions=settings.endpoints.kafka_topic_partitions, replication_factor=1, config=config)
     admin.create_topics([new])[topic].result(30)
-    relay = start_relay(db, prefix, batch_size)
+    relay = RelayProcess(services, db, prefix, relay_batch_size=str(batch_size))
     try:
         time.sleep(3)  # let the relay connect and take its leases
         tick_s = 0.1  # one commit of rate/10 orders: a single writer keeps 5,000 events/s this way
@@ -134,9 +107,8 @@ def latency(admin_url: str, bootstrap: str, rate: int, seconds: int, batch_size:
         )
         print(f"latency: relay peak RSS {stop_relay(relay)} MB")
     finally:
-        if relay.poll() is None:
+        if relay.running:
             relay.kill()
-        drop_database(admin_url, db)
         admin.delete_topics([topic])
 
 
@@ -147,11 +119,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=5000, help="events/s for the latency run")
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
-    settings = load_settings()
-    admin_url = settings.postgres_url
+    services = Services.from_settings(load_settings())
     if args.orders:
-        drain(admin_url, args.orders, args.batch_size)
-    latency(admin_url, settings.kafka_bootstrap, args.rate, args.seconds, args.batch_size)
+        drain(services, args.orders, args.batch_size)
+    latency(services, args.rate, args.seconds, args.batch_size)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pinotdb import connect as pinotdb_connect
 from pinotdb.db import Connection
 
 
-class PinotError(Exception):
+class ControllerError(Exception):
     """The controller refused a request; the message carries its answer."""
 
 
@@ -25,7 +25,7 @@ class Controller:
         if response.status_code == 404:
             return None
         if not response.ok:
-            raise PinotError(f"{method} {path}: HTTP {response.status_code}: {response.text[:1000]}")
+            raise ControllerError(f"{method} {path}: HTTP {response.status_code}: {response.text[:1000]}")
         return response.json() if response.content else {}
 
     def schema(self, name: str) -> dict[str, Any] | None:
@@ -56,7 +56,7 @@ class Controller:
             if ideal and ideal == external:
                 return
             if time.monotonic() > deadline:
-                raise PinotError(f"table {name}: segments not online {timeout_s} s after its creation")
+                raise ControllerError(f"table {name}: segments not online {timeout_s} s after its creation")
             time.sleep(0.2)
 
 

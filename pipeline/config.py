@@ -1,28 +1,31 @@
-"""Settings for every command, read from `NIBBLE_*` environment variables.
+"""Settings for every command, read from `NIBBLE_*` environment variables, grouped by concern.
 
-The defaults point at the embedded local stack (`nibble stack up`) on its standard ports.
+- `settings.stack`: the local stack's state dir and ports (the same as docker-compose.yml);
+- `settings.endpoints`: where the pipeline connects; each URL left empty points at the local stack;
+- `settings.relay`: the relay daemon (`NIBBLE_RELAY_*`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline import PROJECT_ROOT
+from pipeline.errors import ConfigError
 
 
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names it."""
+def _default_state_dir() -> Path:
+    """`.stack/` of the checkout the package runs from, else of the working directory (an installed package)."""
+    checkout = Path(__file__).resolve().parents[1]
+    return (checkout if (checkout / "pyproject.toml").exists() else Path.cwd()) / ".stack"
 
 
-class Settings(BaseSettings):
+class StackSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NIBBLE_", extra="ignore")
 
-    state_dir: Path = PROJECT_ROOT / ".stack"
-
-    # Local stack ports (the same as docker-compose.yml).
+    state_dir: Path = Field(default_factory=_default_state_dir)
     postgres_port: int = Field(5432, ge=1, le=65535)
     kafka_port: int = Field(9092, ge=1, le=65535)
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
@@ -33,21 +36,16 @@ class Settings(BaseSettings):
     pinot_server_admin_port: int = Field(8097, ge=1, le=65535)
     pinot_server_grpc_port: int = Field(8090, ge=1, le=65535)
 
-    # Where the pipeline connects; empty means "the local stack".
+
+class Endpoints(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NIBBLE_", extra="ignore")
+
     database_url: str = ""
     kafka_bootstrap_servers: str = ""
     pinot_controller_url: str = ""
     pinot_broker_url: str = ""
     # The Kafka address as Pinot's servers reach it (in docker-compose.yml: kafka:29092); default: as we do.
     pinot_kafka_broker_list: str = ""
-
-    # The relay.
-    relay_outboxes: str = "order_service,driver_service,restaurant_service"
-    relay_batch_size: int = Field(5000, ge=1, le=100_000)
-    relay_poll_interval_s: float = Field(1.0, gt=0, le=60)
-    relay_delivery_timeout_ms: int = Field(30_000, ge=1000)
-    relay_max_message_bytes: int = Field(1_000_000, ge=1024)
-    relay_metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no metrics endpoint
     topic_prefix: str = ""  # prepended to every topic name; lets tests use topics of their own
     kafka_topic_partitions: int = Field(4, ge=1, le=1000)
 
@@ -65,7 +63,33 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
-    @field_validator("relay_outboxes")
+    def defaults_from(self, stack: StackSettings) -> Self:
+        """Fill every endpoint left empty with the local stack's address."""
+        return self.model_copy(
+            update={
+                "database_url": self.database_url
+                or f"postgresql://postgres:nibble@127.0.0.1:{stack.postgres_port}/nibble",
+                "kafka_bootstrap_servers": self.kafka_bootstrap_servers or f"127.0.0.1:{stack.kafka_port}",
+                "pinot_controller_url": self.pinot_controller_url or f"http://127.0.0.1:{stack.pinot_controller_port}",
+                "pinot_broker_url": self.pinot_broker_url or f"http://127.0.0.1:{stack.pinot_broker_port}",
+                "pinot_kafka_broker_list": self.pinot_kafka_broker_list
+                or self.kafka_bootstrap_servers
+                or f"127.0.0.1:{stack.kafka_port}",
+            }
+        )
+
+
+class RelaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NIBBLE_RELAY_", extra="ignore")
+
+    outboxes: str = "order_service,driver_service,restaurant_service"
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    poll_interval_s: float = Field(1.0, gt=0, le=60)
+    delivery_timeout_ms: int = Field(30_000, ge=1000)
+    max_message_bytes: int = Field(1_000_000, ge=1024)
+    metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no metrics endpoint
+
+    @field_validator("outboxes")
     @classmethod
     def _schema_names(cls, value: str) -> str:
         names = [name.strip() for name in value.split(",")]
@@ -75,35 +99,30 @@ class Settings(BaseSettings):
 
     @property
     def outbox_schemas(self) -> list[str]:
-        return self.relay_outboxes.split(",")
+        return self.outboxes.split(",")
 
-    @property
-    def postgres_url(self) -> str:
-        return self.database_url or f"postgresql://postgres:nibble@127.0.0.1:{self.postgres_port}/nibble"
 
-    @property
-    def kafka_bootstrap(self) -> str:
-        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+class Settings(BaseModel):
+    stack: StackSettings
+    endpoints: Endpoints
+    relay: RelaySettings
 
-    @property
-    def pinot_controller(self) -> str:
-        return self.pinot_controller_url or f"http://127.0.0.1:{self.pinot_controller_port}"
-
-    @property
-    def pinot_kafka_brokers(self) -> str:
-        return self.pinot_kafka_broker_list or self.kafka_bootstrap
-
-    @property
-    def pinot_broker(self) -> str:
-        return self.pinot_broker_url or f"http://127.0.0.1:{self.pinot_broker_port}"
+    @model_validator(mode="after")
+    def _endpoint_defaults(self) -> Settings:
+        self.endpoints = self.endpoints.defaults_from(self.stack)
+        return self
 
 
 def load_settings() -> Settings:
     """Read the settings, turning pydantic's error into one that names each bad `NIBBLE_*` variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = [
-            f"NIBBLE_{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        ]
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    groups: dict[str, BaseSettings] = {}
+    problems = []
+    for name, group in (("stack", StackSettings), ("endpoints", Endpoints), ("relay", RelaySettings)):
+        try:
+            groups[name] = group()
+        except ValidationError as exc:
+            prefix = group.model_config["env_prefix"]
+            problems += [f"{prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return Settings(**groups)

@@ -1,4 +1,4 @@
-"""`nibble migrate`: apply the numbered SQL files of `migrations/` in order, once each.
+"""The migrations runner (`nibble migrate`): apply the numbered SQL files of `migrations/` in order, once each.
 
 Applied files are recorded in `public.schema_migrations` with the SHA-256 of their text; a recorded file
 whose text has changed since is refused, never re-run. Each file runs in its own transaction, and a
@@ -7,20 +7,18 @@ session advisory lock keeps two concurrent runs against one database from racing
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 
-from pipeline import PROJECT_ROOT
-from pipeline.config import Settings
+from connectors import postgres
+from pipeline.errors import NibbleError
+from pipeline.resources import MIGRATIONS
 
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # pg_advisory_lock key shared by every `nibble migrate` ("nibble" in ASCII).
 LOCK_KEY = 0x6E6962626C65
@@ -35,7 +33,7 @@ CREATE TABLE IF NOT EXISTS public.schema_migrations (
 """
 
 
-class MigrationError(Exception):
+class MigrationError(NibbleError):
     """The migrations on disk and those recorded in the database disagree, or a file is misnamed."""
 
 
@@ -58,7 +56,7 @@ class Applied:
     applied_at: datetime
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover(directory: Path = MIGRATIONS) -> list[Migration]:
     """The migration files of `directory`, by version; a misnamed .sql file or a repeated version fails."""
     migrations: dict[int, Migration] = {}
     for path in sorted(directory.glob("*.sql")):
@@ -114,11 +112,11 @@ def _apply(conn: psycopg.Connection, migration: Migration) -> None:
         raise MigrationError(f"{migration.name} failed and was rolled back: {exc}") from exc
 
 
-def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def migrate(database_url: str, directory: Path = MIGRATIONS) -> list[str]:
     """Apply the pending migrations in order; returns the names of those applied (empty when up to date)."""
     migrations = discover(directory)
     applied_now: list[str] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with postgres.connect(database_url, "nibble-migrate") as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         try:
             conn.execute(VERSION_TABLE_DDL)
@@ -135,10 +133,10 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return applied_now
 
 
-def status(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def status(database_url: str, directory: Path = MIGRATIONS) -> list[str]:
     """One line per migration: applied (with when), pending, changed since applied, or missing on disk."""
     migrations = discover(directory)
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with postgres.connect(database_url, "nibble-migrate") as conn:
         exists = conn.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL").fetchone()
         applied = _applied(conn) if exists and exists[0] else {}
     lines = []
@@ -152,22 +150,3 @@ def status(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
             lines.append(f"applied  {migration.name} ({record.applied_at:%Y-%m-%d %H:%M:%S%z})")
     lines.extend(f"MISSING  {record.name} (applied, file not found)" for record in applied.values())
     return lines
-
-
-def _run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        if args.status:
-            print("\n".join(status(settings.postgres_url)))
-            return 0
-        names = migrate(settings.postgres_url)
-    except (MigrationError, psycopg.Error) as exc:
-        print(f"nibble migrate: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(f"applied  {name}" for name in names) if names else "up to date")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("migrate", help="apply the numbered SQL migrations to PostgreSQL")
-    parser.add_argument("--status", action="store_true", help="list applied and pending migrations")
-    parser.set_defaults(handler=_run)

@@ -1,20 +1,20 @@
-"""The one seam through which tests obtain PostgreSQL, Kafka and Pinot.
+"""Fixtures shared by every test folder: the services, scratch databases, topic prefixes and relays.
 
-Two back ends give the same `Services`: testcontainers (the images of docker-compose.yml) when a Docker
-engine answers, the embedded local stack (`nibble stack up`) otherwise. Under CI=true a service that
-cannot be had fails the run; nothing here skips.
+tests/unit needs none of them (no service is started for it: `make test-unit`). Everything else gets the
+real services through the one seam in tests/support/services.py; a service that cannot be had fails the
+test, it never skips.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from tests.services import Services, start_services
+from tests.support.database import scratch_database
+from tests.support.relay import RelayProcess
+from tests.support.services import Services, start_services
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +26,38 @@ def services() -> Iterator[Services]:
 @pytest.fixture
 def fresh_database(services: Services) -> Iterator[str]:
     """An empty database of its own (PostGIS available), dropped after the test; yields its URL."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(services.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield services.database_url_for(name)
-    finally:
-        with psycopg.connect(services.database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(services.database_url) as url:
+        yield url
+
+
+@pytest.fixture
+def db(services: Services) -> Iterator[str]:
+    """A database of its own with every migration applied, dropped after the test; yields its URL."""
+    with scratch_database(services.database_url, migrated=True) as url:
+        yield url
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Topics of this test's own, so nothing else published to Kafka is read back."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+StartRelay = Callable[..., RelayProcess]
+
+
+@pytest.fixture
+def start_relay(services: Services, db: str, prefix: str) -> Iterator[StartRelay]:
+    """Start relays on `db` publishing to `prefix` topics (extra NIBBLE_* settings as keyword arguments);
+    every one still running is killed after the test."""
+    started: list[RelayProcess] = []
+
+    def start(**settings: str) -> RelayProcess:
+        relay = RelayProcess(services, db, prefix, **settings)
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        if relay.running:
+            relay.kill()

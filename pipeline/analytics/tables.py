@@ -1,4 +1,4 @@
-"""`nibble pinot apply [--dry-run] | status`: the checked-in Pinot schemas and tables, applied idempotently.
+"""The checked-in Pinot schemas and tables, applied idempotently (`nibble pinot apply [--dry-run] | status`).
 
 pinot/schemas/<table>.json and pinot/tables/<table>.json are the desired state. At apply time each table's
 stream config gets the Kafka address Pinot should use and, as its decoder schema, the newest Avro schema
@@ -7,7 +7,6 @@ of its topic from avro_schemas/ (one source of truth for the contract). Only wha
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
@@ -19,11 +18,9 @@ import pinotdb.exceptions
 
 from connectors import kafka
 from connectors.pinot import Controller, broker_connection
-from pipeline import PROJECT_ROOT
-from pipeline.avro_codec import SCHEMAS_DIR, Codec
 from pipeline.config import Settings
-
-PINOT_DIR = PROJECT_ROOT / "pinot"
+from pipeline.contract.codec import Codec
+from pipeline.resources import PINOT
 
 
 @dataclass(frozen=True)
@@ -33,23 +30,18 @@ class TableSpec:
     table: dict[str, Any]
 
 
-def _avro_schema_for(topic: str) -> str:
-    registry = json.loads((SCHEMAS_DIR / "streams.json").read_text())
-    entry = next(e for k, e in registry.items() if not k.startswith("_") and e["topic"] == topic)
-    versions = sorted((SCHEMAS_DIR / entry["schema_dir"]).glob("v*.avsc"), key=lambda p: int(p.stem[1:]))
-    return json.dumps(json.loads(versions[-1].read_text()), separators=(",", ":"))
-
-
-def desired_specs(settings: Settings, pinot_dir: Path = PINOT_DIR) -> list[TableSpec]:
+def desired_specs(settings: Settings, pinot_dir: Path = PINOT) -> list[TableSpec]:
+    codec = Codec()  # unprefixed: the checked-in configs name the plain topics
     specs = []
     for table_file in sorted((pinot_dir / "tables").glob("*.json")):
         table = json.loads(table_file.read_text())
         schema = json.loads((pinot_dir / "schemas" / table_file.name).read_text())
         stream = table["tableIndexConfig"]["streamConfigs"]
         topic = stream["stream.kafka.topic.name"]
-        stream["stream.kafka.decoder.prop.schema"] = _avro_schema_for(topic)
-        stream["stream.kafka.topic.name"] = settings.topic_prefix + topic
-        stream["stream.kafka.broker.list"] = settings.pinot_kafka_brokers
+        avro = codec.stream_for_topic(topic).latest.raw
+        stream["stream.kafka.decoder.prop.schema"] = json.dumps(avro, separators=(",", ":"))
+        stream["stream.kafka.topic.name"] = settings.endpoints.topic_prefix + topic
+        stream["stream.kafka.broker.list"] = settings.endpoints.pinot_kafka_broker_list
         specs.append(TableSpec(table_file.stem, schema, table))
     return specs
 
@@ -88,11 +80,13 @@ def _change(kind: str, name: str, existing: object, diff: list[str]) -> str:
     return f"{kind} {name}: " + ("create" if existing is None else "update " + ", ".join(diff))
 
 
-def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT_DIR) -> list[str]:
+def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) -> list[str]:
     """Create or update every schema and table; returns one line per change (empty: nothing to do)."""
-    controller = Controller(settings.pinot_controller)
+    endpoints = settings.endpoints
+    controller = Controller(endpoints.pinot_controller_url)
     if not dry_run:  # a realtime table can only be created on a topic that exists
-        kafka.ensure_topics(settings, Codec(settings.topic_prefix).topics)
+        topics = Codec(endpoints.topic_prefix).topics
+        kafka.ensure_topics(endpoints.kafka_bootstrap_servers, topics, endpoints.kafka_topic_partitions)
     changes = []
     for spec in desired_specs(settings, pinot_dir):
         existing_schema = controller.schema(spec.name)
@@ -122,7 +116,7 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT_DIR
 def _wait_queryable(settings: Settings, name: str, timeout_s: float = 60) -> None:
     """Wait until the broker answers a query on the new table without an error (its routing catches up
     with the servers a moment after they host the segments)."""
-    cursor = broker_connection(settings.pinot_broker).cursor()
+    cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -134,26 +128,12 @@ def _wait_queryable(settings: Settings, name: str, timeout_s: float = 60) -> Non
             time.sleep(0.2)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("pinot", help="apply the checked-in Pinot schemas and tables")
-    actions = parser.add_subparsers(dest="action", required=True)
-    apply_parser = actions.add_parser("apply", help="create or update schemas and tables (idempotent)")
-    apply_parser.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
-    actions.add_parser("status", help="each table's row count and newest event time")
-    parser.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.action == "apply":
-        changes = apply(settings, dry_run=args.dry_run)
-        for change in changes:
-            print(("would " if args.dry_run else "") + change)
-        print(f"{len(changes)} change(s){' (dry run)' if args.dry_run else ''}")
-        return 0
-    cursor = broker_connection(settings.pinot_broker).cursor()
+def table_counts(settings: Settings) -> list[tuple[str, int, int | None]]:
+    """Each table's row count and its newest event time (epoch ms, None when empty)."""
+    cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
+    counts = []
     for spec in desired_specs(settings):
-        time_column = spec.table["segmentsConfig"]["timeColumnName"]
-        cursor.execute(f"SELECT COUNT(*), MAX(occurred_at), MAX({time_column}) FROM {spec.name}")
-        count, newest, _ = cursor.fetchone()
-        print(f"{spec.name:<18}{count:>12} rows  newest event at {newest}")
-    return 0
+        cursor.execute(f"SELECT COUNT(*), MAX(occurred_at) FROM {spec.name}")
+        count, newest = cursor.fetchone()
+        counts.append((spec.name, int(count), int(newest) if count else None))
+    return counts

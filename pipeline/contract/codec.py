@@ -17,9 +17,9 @@ from typing import Any
 import fastavro
 import orjson
 
-from pipeline import PROJECT_ROOT
+from pipeline.outbox.store import OutboxRow
+from pipeline.resources import AVRO_SCHEMAS
 
-SCHEMAS_DIR = PROJECT_ROOT / "avro_schemas"
 ENVELOPE_FIELDS = ("event_id", "event_type", "occurred_at", "source_txid", "outbox_position")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -27,19 +27,6 @@ _MILLISECOND = timedelta(milliseconds=1)
 
 class PoisonEvent(Exception):
     """This one event can never be published as it is; the message says why."""
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    position: int
-    event_id: str
-    aggregate_type: str
-    aggregate_id: str
-    event_type: str
-    payload: dict[str, Any]
-    schema_version: int
-    txid: int
-    occurred_at: datetime
 
 
 @dataclass(frozen=True)
@@ -121,6 +108,7 @@ def _converter(avro_type: Any) -> Callable[[Any], Any] | None:
 class SchemaVersion:
     full_name: str
     version: int
+    raw: dict[str, Any]
     parsed: Any
     payload_fields: frozenset[str]
     required_fields: frozenset[str]
@@ -136,6 +124,7 @@ class SchemaVersion:
         return cls(
             full_name=f"{raw['namespace']}.{raw['name']}",
             version=int(path.stem.removeprefix("v")),
+            raw=raw,
             parsed=fastavro.parse_schema(raw),
             payload_fields=frozenset(f["name"] for f in fields),
             required_fields=frozenset(f["name"] for f in fields if "default" not in f),
@@ -145,7 +134,7 @@ class SchemaVersion:
         )
 
     def record(self, row: OutboxRow) -> dict[str, Any]:
-        payload = row.payload
+        payload = parse_payload(row.payload)
         keys = payload.keys()
         if not keys <= self.payload_fields:
             raise PoisonEvent(
@@ -190,7 +179,7 @@ class Stream:
 class Codec:
     """Turns outbox rows into Kafka messages; one instance per relay, schemas parsed once."""
 
-    def __init__(self, topic_prefix: str = "", schemas_dir: Path = SCHEMAS_DIR) -> None:
+    def __init__(self, topic_prefix: str = "", schemas_dir: Path = AVRO_SCHEMAS) -> None:
         registry = json.loads((schemas_dir / "streams.json").read_text())
         self.streams = {
             aggregate_type: Stream(
@@ -208,6 +197,9 @@ class Codec:
     @property
     def topics(self) -> list[str]:
         return [stream.topic for stream in self.streams.values()]
+
+    def stream_for_topic(self, topic: str) -> Stream:
+        return next(stream for stream in self.streams.values() if stream.topic == topic)
 
     def encode(self, row: OutboxRow) -> Message:
         """The Kafka message for one outbox row; raises PoisonEvent if the row cannot be encoded."""

@@ -1,4 +1,4 @@
-"""`nibble demo`: the pipeline end to end on the local stack, with a live summary read from Pinot.
+"""The demo (`nibble demo`): the pipeline end to end on the local stack, with a live summary read from Pinot.
 
 Stack up, migrations, Pinot tables, the relay daemon, generated traffic; every few seconds the summary
 (orders per minute, GMV, delivery p90, freshness) is read back from Pinot. Stops what it started.
@@ -6,7 +6,6 @@ Stack up, migrations, Pinot tables, the relay daemon, generated traffic; every f
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import signal
@@ -16,8 +15,9 @@ import time
 from datetime import UTC, datetime
 
 from connectors.pinot import broker_connection
-from pipeline import PROJECT_ROOT, pinot_tables, stack
+from pipeline.analytics import tables
 from pipeline.config import Settings
+from pipeline.devstack.stack import LocalStack
 from pipeline.migrate import migrate
 
 SUMMARY_SQL = {
@@ -60,27 +60,26 @@ def _finite(value: object) -> float | None:
 
 def run_demo(settings: Settings, rate: float, duration_s: float) -> int:
     _step("1/5 bringing up the local stack (PostgreSQL, Kafka, Pinot)")
-    stack.up(settings)
+    LocalStack(settings, report=lambda line: _step(f"     {line}")).up()
     _step("2/5 applying migrations")
-    applied = migrate(settings.postgres_url)
+    applied = migrate(settings.endpoints.database_url)
     _step(f"     {len(applied)} migration(s) applied")
     _step("3/5 applying Pinot tables")
-    for change in pinot_tables.apply(settings):
+    for change in tables.apply(settings):
         _step(f"     {change}")
-    env = {**os.environ, "NIBBLE_DATABASE_URL": settings.postgres_url}
-    log_path = settings.state_dir / "logs" / "relay.log"
+    env = {**os.environ, "NIBBLE_DATABASE_URL": settings.endpoints.database_url}
+    log_path = settings.stack.state_dir / "logs" / "relay.log"
     _step(f"4/5 starting the relay (log: {log_path})")
     with log_path.open("ab") as log:
-        relay = subprocess.Popen([sys.executable, "-m", "pipeline", "relay"], env=env, cwd=PROJECT_ROOT, stderr=log)
+        relay = subprocess.Popen([sys.executable, "-m", "pipeline", "relay"], env=env, stderr=log)
     started_ms = int(time.time() * 1000)
     _step(f"5/5 generating about {rate:.0f} events/s for {duration_s:.0f} s (a simulated minute per second)")
     generator = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "generate", "--rate", str(rate), "--duration", str(duration_s)],
         env=env,
-        cwd=PROJECT_ROOT,
         stdout=subprocess.DEVNULL,
     )
-    cursor = broker_connection(settings.pinot_broker).cursor()
+    cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
     clear = "\033[H\033[J" if sys.stdout.isatty() else ""
     try:
         while generator.poll() is None:
@@ -107,10 +106,3 @@ def run_demo(settings: Settings, rate: float, duration_s: float) -> int:
         "Stop everything with: .venv/bin/nibble stack down"
     )
     return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the pipeline end to end with a live summary from Pinot")
-    parser.add_argument("--rate", type=float, default=1000, help="generated events per second")
-    parser.add_argument("--duration", type=float, default=60, help="seconds of traffic")
-    parser.set_defaults(handler=lambda args, settings: run_demo(settings, args.rate, args.duration))

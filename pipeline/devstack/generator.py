@@ -9,7 +9,6 @@ busy service batches its writes. The triggers turn those writes into outbox even
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -23,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from connectors import postgres
-from pipeline.config import Settings
 
 CITIES = {  # name: (latitude, longitude) of the centre
     "Berlin": (52.520, 13.405),
@@ -362,24 +360,3 @@ class Generator:
                     print(f"[generate] {elapsed:5.0f} s: {placed} orders placed", flush=True)
                 time.sleep(max(0.0, started + tick / ticks_per_s - time.monotonic()))
         return placed
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("generate", help="write realistic Nibble activity through the service schemas")
-    parser.add_argument("--rate", type=float, default=500, help="about this many outbox events per second")
-    parser.add_argument("--duration", type=float, default=60, help="seconds to run")
-    parser.add_argument("--seed", type=int, help="same seed, same activity (ids included: use a fresh database)")
-    parser.add_argument(
-        "--time-scale",
-        type=float,
-        default=60,
-        help="simulated minutes per real minute (60: a 32-minute delivery takes 32 s)",
-    )
-    parser.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    generator = Generator(settings.postgres_url, seed=args.seed, time_scale=args.time_scale)
-    placed = generator.run_live(args.rate, args.duration)
-    print(f"[generate] done: {placed} orders placed in {args.duration:.0f} s")
-    return 0

@@ -3,98 +3,44 @@ restarted) -> Kafka -> Pinot. Pinot's answers must equal PostgreSQL's ground tru
 query of the analysts' library is checked against a value computed from PostgreSQL.
 
 The tables and topics are the real ones, shared with everything else the stack has seen; this module's
-data lives in cities of its own (a random suffix), and every comparison is restricted to them.
+data lives in cities of its own (a random suffix), and every comparison (tests/support/exactness.py) is
+restricted to them.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from connectors.pinot import broker_connection
-from pipeline.config import load_settings
-from pipeline.generator import CITIES, Generator
-from pipeline.migrate import migrate
-from pipeline.pinot_tables import apply
-from pipeline.queries import library, run_query
-from tests.polling import wait_until
-from tests.services import Services
+from pipeline.analytics.queries import library
+from pipeline.analytics.tables import apply
+from pipeline.devstack.generator import CITIES, Generator
+from tests.support.database import scratch_database
+from tests.support.exactness import (
+    QUERY_CHECKS,
+    Ingested,
+    assert_deliveries_equal,
+    assert_order_history_counted_once,
+    assert_orders_equal,
+    backlog,
+    outbox_counts,
+)
+from tests.support.polling import wait_until
+from tests.support.relay import RelayProcess
+from tests.support.services import Services
 
 ORDERS = 3000
 
 
-@dataclass(frozen=True)
-class Ingested:
-    db: str
-    cities: list[str]
-    since: datetime
-    until: datetime
-    pinot: Any  # a pinotdb cursor
-
-    def pg(self, query: str, *params: Any) -> list[tuple]:
-        with psycopg.connect(self.db) as conn:
-            conn.execute("SET TIME ZONE 'UTC'")
-            return conn.execute(query, params).fetchall()
-
-    def pinot_rows(self, query: str, **params: Any) -> list[list]:
-        self.pinot.execute(query, params)
-        return [list(row) for row in self.pinot.fetchall()]
-
-    @property
-    def city_list(self) -> str:
-        """The module's cities as a Pinot IN list (fixed test data, not user input)."""
-        return ", ".join(f"'{city}'" for city in self.cities)
-
-
-def _outbox_counts(db: str, cities: list[str]) -> tuple[int, int]:
-    with psycopg.connect(db) as conn:
-        orders = conn.execute(
-            "SELECT count(*) FROM order_service.outbox WHERE payload->>'city' = ANY(%s)", (cities,)
-        ).fetchone()[0]
-        deliveries = conn.execute(
-            "SELECT count(*) FROM driver_service.outbox "
-            "WHERE aggregate_type = 'delivery' AND payload->>'city' = ANY(%s)",
-            (cities,),
-        ).fetchone()[0]
-    return orders, deliveries
-
-
-def _backlog(db: str) -> int:
-    with psycopg.connect(db) as conn:
-        return sum(
-            conn.execute(sql.SQL("SELECT count(*) FROM {}.outbox").format(sql.Identifier(s))).fetchone()[0]
-            for s in ("order_service", "driver_service", "restaurant_service")
-        )
-
-
 @pytest.fixture(scope="module")
 def ingested(services: Services) -> Iterator[Ingested]:
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(services.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    db = services.database_url_for(name)
-    # The relay runs as the least-privileged nibble_relay role.
-    env = {
-        **os.environ,
-        **services.environ(),
-        "NIBBLE_DATABASE_URL": services.relay_url_for(name),
-        "NIBBLE_RELAY_METRICS_PORT": "0",
-    }
-    relays: list[subprocess.Popen] = []
-    try:
-        migrate(db)
-        os.environ.update(services.environ())
-        apply(load_settings())
+    with scratch_database(services.database_url, "e2e", migrated=True) as db:
+        apply(services.settings())
         suffix = f"-{uuid.uuid4().hex[:6]}"
         cities = [city + suffix for city in CITIES]
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
@@ -105,288 +51,54 @@ def ingested(services: Services) -> Iterator[Ingested]:
             now = datetime.now(UTC)
             generator.place(conn, 40, now - timedelta(minutes=10))
             generator.advance(conn, now)
-        expected_order_events, expected_delivery_events = _outbox_counts(db, cities)
+        expected_order_events, expected_delivery_events = outbox_counts(db, cities)
 
-        def relay() -> subprocess.Popen:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "relay"],
-                env={**env, "NIBBLE_RELAY_BATCH_SIZE": "500"},
-                stderr=subprocess.DEVNULL,
-            )
-            relays.append(process)
-            return process
+        relays = [RelayProcess(services, db, relay_batch_size="500")]
+        try:
+            total = backlog(db)
+            wait_until(lambda: backlog(db) < total * 0.7, 60, what="the first relay to be mid-stream")
+            relays[0].kill()  # kill -9 mid-stream: the restarted relay re-sends the unacknowledged batch
+            assert backlog(db) > 0
+            relays.append(RelayProcess(services, db, relay_batch_size="500"))
+            wait_until(lambda: backlog(db) == 0, 120, what="the restarted relay to drain every outbox")
 
-        first = relay()
-        total = _backlog(db)
-        wait_until(lambda: _backlog(db) < total * 0.7, 60, what="the first relay to be mid-stream")
-        first.kill()  # kill -9 mid-stream: the restarted relay re-sends the unacknowledged batch
-        first.wait()
-        assert _backlog(db) > 0
-        relay()
-        wait_until(lambda: _backlog(db) == 0, 120, what="the restarted relay to drain every outbox")
+            cursor = broker_connection(services.pinot_broker_url).cursor()
+            data = Ingested(db, cities, start - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1), cursor)
 
-        cursor = broker_connection(services.pinot_broker_url).cursor()
-        data = Ingested(db, cities, start - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1), cursor)
+            def ingested_all() -> bool:
+                (orders,) = data.pinot_rows(f"SELECT COUNT(*) FROM order_events WHERE city IN ({data.city_list})")[0]
+                (deliveries,) = data.pinot_rows(
+                    f"SELECT COUNT(*) FROM delivery_events WHERE city IN ({data.city_list})"
+                )[0]
+                return (orders, deliveries) == (expected_order_events, expected_delivery_events)
 
-        def ingested_all() -> bool:
-            (orders,) = data.pinot_rows(f"SELECT COUNT(*) FROM order_events WHERE city IN ({data.city_list})")[0]
-            (deliveries,) = data.pinot_rows(f"SELECT COUNT(*) FROM delivery_events WHERE city IN ({data.city_list})")[0]
-            return (orders, deliveries) == (expected_order_events, expected_delivery_events)
-
-        wait_until(ingested_all, 120, what="Pinot to ingest every event exactly once")
-        yield data
-    finally:
-        for process in relays:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        with psycopg.connect(services.database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            wait_until(ingested_all, 120, what="Pinot to ingest every event exactly once")
+            yield data
+        finally:
+            for relay in relays:
+                if relay.running:
+                    relay.kill()
 
 
 # --- Pinot equals PostgreSQL ----------------------------------------------------------------------------
 
 
 def test_order_counts_per_status_and_city_and_gmv_to_the_cent(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT city, status, count(*), sum(total * 100)::bigint FROM order_service.orders "
-        "WHERE city = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
-        ingested.cities,
-    )
-    pinot = ingested.pinot_rows(
-        f"SELECT city, status, COUNT(*), SUM(total_cents) FROM orders WHERE city IN ({ingested.city_list}) "
-        "GROUP BY city, status ORDER BY city, status LIMIT 1000"
-    )
-    assert [(c, s, n, int(g)) for c, s, n, g in pinot] == [tuple(row) for row in truth]
-    assert {status for _, status, _, _ in truth} >= {"delivered", "cancelled"}
+    assert_orders_equal(ingested)
 
 
 def test_delivery_counts_per_status_and_city(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT city, status, count(*) FROM driver_service.deliveries WHERE city = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
-        ingested.cities,
-    )
-    pinot = ingested.pinot_rows(
-        f"SELECT city, status, COUNT(*) FROM deliveries WHERE city IN ({ingested.city_list}) "
-        "GROUP BY city, status ORDER BY city, status LIMIT 1000"
-    )
-    assert [tuple(row) for row in pinot] == [tuple(row) for row in truth]
+    assert_deliveries_equal(ingested)
 
 
 def test_the_event_history_counts_every_event_once_despite_the_kill(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT to_status, count(*) FROM order_service.order_status_history h "
-        "JOIN order_service.orders o ON o.id = h.order_id WHERE o.city = ANY(%s) AND h.from_status IS NOT NULL "
-        "GROUP BY 1 ORDER BY 1",
-        ingested.cities,
-    )
-    pinot = ingested.pinot_rows(
-        f"SELECT status, COUNT(*) FROM order_events WHERE city IN ({ingested.city_list}) "
-        "AND event_type IN ('OrderStatusChanged', 'OrderCancelled') GROUP BY status ORDER BY status LIMIT 100"
-    )
-    assert [tuple(row) for row in pinot] == [tuple(row) for row in truth]
+    assert_order_history_counted_once(ingested)
 
 
-# --- the query library against PostgreSQL ---------------------------------------------------------------
+def test_every_library_query_is_checked() -> None:
+    assert set(QUERY_CHECKS) == set(library())
 
 
-def q(ingested: Ingested, name: str, **params: Any) -> list[list]:
-    params.setdefault("since", ingested.since)
-    params.setdefault("until", ingested.until)
-    return run_query(ingested.pinot, name, **params).rows
-
-
-def test_every_library_query_is_covered_here() -> None:
-    tested = {name.removeprefix("test_query_") for name in globals() if name.startswith("test_query_")}
-    assert tested == set(library())
-
-
-def test_query_orders_per_minute(ingested: Ingested) -> None:
-    city = ingested.cities[0]
-    truth = ingested.pg(
-        "SELECT (extract(epoch FROM date_trunc('minute', placed_at)) * 1000)::bigint, status, count(*) "
-        "FROM order_service.orders WHERE city = %s GROUP BY 1, 2 ORDER BY 1, 2",
-        city,
-    )
-    assert [tuple(row) for row in q(ingested, "orders_per_minute", city=city)] == [tuple(r) for r in truth]
-
-
-def _check_gmv(ingested: Ingested, name: str, column: str, grain: str) -> None:
-    city = ingested.cities[1]
-    truth = ingested.pg(
-        sql.SQL(
-            "SELECT {col}::text, (extract(epoch FROM date_trunc(%s, placed_at)) * 1000)::bigint, "
-            "sum(total * 100)::bigint, count(*) FROM order_service.orders "
-            "WHERE city = %s AND status <> 'cancelled' GROUP BY 1, 2"
-        )
-        .format(col=sql.Identifier(column))
-        .as_string(),
-        grain,
-        city,
-    )
-    rows = q(ingested, name, city=city, grain=grain)
-    assert sorted((row[0], row[-3], int(row[-2]), row[-1]) for row in rows) == sorted(tuple(r) for r in truth)
-
-
-def test_query_gmv_by_city(ingested: Ingested) -> None:
-    _check_gmv(ingested, "gmv_by_city", "city", "hour")
-
-
-def test_query_gmv_by_cuisine(ingested: Ingested) -> None:
-    _check_gmv(ingested, "gmv_by_cuisine", "cuisine", "day")
-
-
-def test_query_gmv_by_restaurant(ingested: Ingested) -> None:
-    _check_gmv(ingested, "gmv_by_restaurant", "restaurant_id", "hour")
-
-
-def test_query_average_basket(ingested: Ingested) -> None:
-    truth = dict(
-        (city, (float(subtotal), float(items), n))
-        for city, subtotal, items, n in ingested.pg(
-            "SELECT city, avg(subtotal * 100), avg(item_count), count(*) FROM order_service.orders "
-            "WHERE city = ANY(%s) AND status <> 'cancelled' GROUP BY 1",
-            ingested.cities,
-        )
-    )
-    for city in ingested.cities:
-        [[name, subtotal, items, n]] = q(ingested, "average_basket", city=city)
-        assert name == city and n == truth[city][2]
-        assert subtotal == pytest.approx(truth[city][0], rel=1e-9)
-        assert items == pytest.approx(truth[city][1], rel=1e-9)
-
-
-def test_query_cancellation_rate(ingested: Ingested) -> None:
-    city = ingested.cities[2]
-    truth = {
-        str(rid): (n, cancelled)
-        for rid, n, cancelled in ingested.pg(
-            "SELECT restaurant_id, count(*), count(*) FILTER (WHERE status = 'cancelled') "
-            "FROM order_service.orders WHERE city = %s GROUP BY 1",
-            city,
-        )
-    }
-    rows = q(ingested, "cancellation_rate", city=city)
-    assert {rid: (n, int(c)) for rid, _, n, c, _ in rows} == truth
-    rates = [rate for *_, rate in rows]
-    assert rates == sorted(rates, reverse=True)
-    assert all(rate == pytest.approx(c / n) for _, _, n, c, rate in rows)
-
-
-def _pinot_percentile(values: list[int], percentile: int) -> float:
-    """Pinot's exact PERCENTILE: the value at index size * p / 100 (integer division) of the sorted values."""
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) * percentile // 100, len(ordered) - 1)])
-
-
-def test_query_delivery_time_percentiles(ingested: Ingested) -> None:
-    city = ingested.cities[0]
-    durations: dict[int, list[int]] = {}
-    for hour, ms in ingested.pg(
-        "SELECT (extract(epoch FROM date_trunc('hour', delivered_at)) * 1000)::bigint, "
-        "(extract(epoch FROM delivered_at - created_at) * 1000)::bigint FROM driver_service.deliveries "
-        "WHERE city = %s AND status = 'delivered'",
-        city,
-    ):
-        durations.setdefault(hour, []).append(ms)
-    rows = q(ingested, "delivery_time_percentiles", city=city)
-    assert [row[1] for row in rows] == sorted(durations)
-    for _, hour, n, p50, p90, p99 in rows:
-        assert n == len(durations[hour])
-        for got, percentile in ((p50, 50), (p90, 90), (p99, 99)):
-            assert got == pytest.approx(_pinot_percentile(durations[hour], percentile) / 60000)
-
-
-def test_query_late_deliveries(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT city, count(*), count(*) FILTER (WHERE delivered_at > promised_at) FROM driver_service.deliveries "
-        "WHERE city = ANY(%s) AND status = 'delivered' GROUP BY 1 ORDER BY 1",
-        ingested.cities,
-    )
-    got = [(c, n, int(late)) for city in ingested.cities for c, n, late, _ in q(ingested, "late_deliveries", city=city)]
-    assert sorted(got) == [tuple(row) for row in truth]
-
-
-def test_query_active_orders(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT city, status, count(*) FROM order_service.orders WHERE city = ANY(%s) "
-        "AND status NOT IN ('delivered', 'cancelled') GROUP BY 1, 2 ORDER BY 1, 2",
-        ingested.cities,
-    )
-    assert truth, "the fixture leaves some orders under way"
-    got = [tuple(row) for city in ingested.cities for row in q(ingested, "active_orders", city=city)]
-    assert sorted(got) == [tuple(row) for row in truth]
-
-
-def test_query_active_deliveries(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT city, status, count(*) FROM driver_service.deliveries WHERE city = ANY(%s) "
-        "AND status IN ('pending', 'assigned', 'picked_up') GROUP BY 1, 2 ORDER BY 1, 2",
-        ingested.cities,
-    )
-    got = [tuple(row) for city in ingested.cities for row in q(ingested, "active_deliveries", city=city)]
-    assert sorted(got) == [tuple(row) for row in truth]
-
-
-def test_query_driver_utilisation(ingested: Ingested) -> None:
-    city = ingested.cities[3]
-    truth = {
-        str(driver): (n, int(busy_ms))
-        for driver, n, busy_ms in ingested.pg(
-            # Avro carries milliseconds: truncate PostgreSQL's microseconds the same way.
-            "SELECT driver_id, count(*), sum(extract(epoch FROM date_trunc('milliseconds', delivered_at) "
-            "- date_trunc('milliseconds', assigned_at)) * 1000) "
-            "FROM driver_service.deliveries WHERE city = %s AND status = 'delivered' GROUP BY 1",
-            city,
-        )
-    }
-    rows = q(ingested, "driver_utilisation", city=city)
-    window_ms = (ingested.until - ingested.since).total_seconds() * 1000
-    assert {driver: (n, round(busy_min * 60000)) for driver, _, n, busy_min, _ in rows} == truth
-    assert all(share == pytest.approx(busy_min * 60000 / window_ms, rel=1e-3) for *_, busy_min, share in rows)
-
-
-def test_query_top_restaurants(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT restaurant_id::text, sum(total * 100)::bigint, count(*) FROM order_service.orders "
-        "WHERE city = ANY(%s) AND status <> 'cancelled' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
-        ingested.cities,
-    )
-    rows = [row for city in ingested.cities for row in q(ingested, "top_restaurants", city=city, limit=5)]
-    best = sorted(((rid, int(gmv), n) for rid, _, _, gmv, n in rows), key=lambda r: (-r[1], r[0]))[:5]
-    assert best == [tuple(row) for row in truth]
-
-
-def test_query_deliveries_within_radius(ingested: Ingested) -> None:
-    city = ingested.cities[0]
-    lat, lon = CITIES[city.rsplit("-", 1)[0]]
-    radius = 2000.0
-    distances = {
-        str(delivery): metres
-        for delivery, metres in ingested.pg(
-            "SELECT id, ST_Distance(dropoff_location, ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography, false) "
-            "FROM driver_service.deliveries WHERE city = %s",
-            lon,
-            lat,
-            city,
-        )
-    }
-    rows = q(ingested, "deliveries_within_radius", city=city, lat=lat, lon=lon, radius_m=radius, limit=10000)
-    inside = {row[0] for row in rows}
-    clear_of_boundary = {d for d, m in distances.items() if abs(m - radius) > radius * 0.01}
-    assert inside & clear_of_boundary == {d for d in clear_of_boundary if distances[d] < radius}
-    assert [row[-1] for row in rows] == sorted(row[-1] for row in rows)
-    assert len(inside) > 0
-
-
-def test_query_funnel(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT h.to_status, count(*) FROM order_service.order_status_history h "
-        "JOIN order_service.orders o ON o.id = h.order_id WHERE o.city = %s "
-        "AND h.to_status IN ('placed', 'confirmed', 'picked_up', 'delivered') GROUP BY 1",
-        ingested.cities[1],
-    )
-    rows = q(ingested, "funnel", city=ingested.cities[1])
-    assert sorted(tuple(row) for row in rows) == sorted(tuple(row) for row in truth)
-    stages = dict(truth)
-    assert stages["placed"] >= stages["confirmed"] >= stages["picked_up"] >= stages["delivered"] > 0
+@pytest.mark.parametrize("name", sorted(QUERY_CHECKS))
+def test_library_query_equals_postgres(ingested: Ingested, name: str) -> None:
+    QUERY_CHECKS[name](ingested)

@@ -14,15 +14,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pipeline.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate, status
+from pipeline.migrate import MigrationError, discover, migrate, status
+from pipeline.resources import MIGRATIONS
 
-ALL_MIGRATIONS = [path.name for path in sorted(MIGRATIONS_DIR.glob("*.sql"))]
+ALL_MIGRATIONS = [path.name for path in sorted(MIGRATIONS.glob("*.sql"))]
 
 
 def copy_migrations(target: Path, count: int | None = None) -> Path:
     target.mkdir()
     for name in ALL_MIGRATIONS[:count]:
-        shutil.copy(MIGRATIONS_DIR / name, target / name)
+        shutil.copy(MIGRATIONS / name, target / name)
     return target
 
 
@@ -34,8 +35,7 @@ def test_migrate_applies_every_file_in_order_then_is_a_no_op(fresh_database: str
         rows = conn.execute("SELECT version, name, checksum FROM public.schema_migrations ORDER BY version")
         recorded = rows.fetchall()
     expected = [
-        (int(name[:4]), name, hashlib.sha256((MIGRATIONS_DIR / name).read_bytes()).hexdigest())
-        for name in ALL_MIGRATIONS
+        (int(name[:4]), name, hashlib.sha256((MIGRATIONS / name).read_bytes()).hexdigest()) for name in ALL_MIGRATIONS
     ]
     assert recorded == expected
 
@@ -254,7 +254,7 @@ def test_updated_at_is_maintained_and_defaults_fill_keys(fresh_database: str) ->
 
 def documented_rollbacks() -> dict[str, str]:
     """docs/migrations.md's rollback SQL, by migration file stem."""
-    text = (MIGRATIONS_DIR.parent / "docs" / "migrations.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "migrations.md").read_text()
     return dict(re.findall(r"^### (\d{4}_\w+)\n.*?```sql\n(.*?)```", text, flags=re.M | re.S))
 
 

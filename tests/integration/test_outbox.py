@@ -14,18 +14,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from pipeline.migrate import migrate
-
 PLACED_AT = datetime(2024, 5, 17, 18, 30, 0, 123456, tzinfo=UTC)
 PROMISED_AT = PLACED_AT + timedelta(minutes=35)
 DROP_OFF = (52.520008, 13.404954)  # lat, lon
 PICKUP = (52.5125, 13.3900)
-
-
-@pytest.fixture
-def db(fresh_database: str) -> str:
-    migrate(fresh_database)
-    return fresh_database
 
 
 @pytest.fixture

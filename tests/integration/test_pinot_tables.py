@@ -19,32 +19,22 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from connectors.pinot import Controller
-from pipeline.avro_codec import Codec
+from pipeline.analytics.tables import apply
 from pipeline.config import Settings
-from pipeline.pinot_tables import PINOT_DIR, apply
-from tests.services import Services
-
-
-def settings_for(services: Services, topic_prefix: str = "") -> Settings:
-    """Settings that point the pipeline at `services` (the tests' stack), as a subprocess would get them."""
-    return Settings(
-        database_url=services.database_url,
-        kafka_bootstrap_servers=services.kafka_bootstrap,
-        pinot_controller_url=services.pinot_controller_url,
-        pinot_broker_url=services.pinot_broker_url,
-        topic_prefix=topic_prefix,
-    )
+from pipeline.contract.codec import Codec
+from pipeline.resources import PINOT
+from tests.support.services import Services
 
 
 def test_the_checked_in_tables_apply_idempotently(services: Services) -> None:
-    settings = settings_for(services)
+    settings = services.settings()
     apply(settings)
     assert apply(settings) == []
     assert apply(settings, dry_run=True) == []
 
 
 def test_the_cli_dry_run_reports_nothing_to_do_once_applied(services: Services) -> None:
-    apply(settings_for(services))
+    apply(services.settings())
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "pinot", "apply", "--dry-run"],
         env={**os.environ, **services.environ()},
@@ -63,8 +53,8 @@ class ScratchTable:
         self.dir = root
         (root / "schemas").mkdir()
         (root / "tables").mkdir()
-        self.schema = json.loads((PINOT_DIR / "schemas" / "deliveries.json").read_text())
-        self.table = json.loads((PINOT_DIR / "tables" / "deliveries.json").read_text())
+        self.schema = json.loads((PINOT / "schemas" / "deliveries.json").read_text())
+        self.table = json.loads((PINOT / "tables" / "deliveries.json").read_text())
         self.schema["schemaName"] = self.table["tableName"] = self.table["segmentsConfig"]["schemaName"] = self.name
         self.write()
 
@@ -80,7 +70,7 @@ class ScratchTable:
 @pytest.fixture
 def scratch(services: Services, tmp_path: Path) -> Iterator[tuple[ScratchTable, Settings]]:
     prefix = f"t{uuid.uuid4().hex[:8]}_"
-    settings = settings_for(services, topic_prefix=prefix)
+    settings = services.settings(topic_prefix=prefix)
     table = ScratchTable(tmp_path, prefix)
     controller = Controller(services.pinot_controller_url)
     try:
@@ -106,7 +96,7 @@ def test_apply_creates_and_updates_only_what_differs(
     stored = controller.realtime_table(table.name)
     assert stored is not None
     streams = stored["tableIndexConfig"]["streamConfigs"]
-    assert streams["stream.kafka.topic.name"] == settings.topic_prefix + "nibble.deliveries"
+    assert streams["stream.kafka.topic.name"] == settings.endpoints.topic_prefix + "nibble.deliveries"
     assert json.loads(streams["stream.kafka.decoder.prop.schema"])["name"] == "DeliveryEvent"
     assert apply(settings, pinot_dir=table.dir) == []
     assert apply(settings, dry_run=True, pinot_dir=table.dir) == []

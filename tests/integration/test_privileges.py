@@ -9,22 +9,19 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pipeline.migrate import migrate
-
 SERVICES = ["user_service", "restaurant_service", "order_service", "driver_service", "admin_service"]
 EMITTING = ["order_service", "driver_service", "restaurant_service"]
 OUTBOX_TABLES = {"outbox", "outbox_dead_letter"}
 
 
-@pytest.fixture
-def db(fresh_database: str) -> str:
-    migrate(fresh_database)
-    with psycopg.connect(fresh_database) as conn:
+@pytest.fixture(autouse=True)
+def two_drivers(db: str) -> None:
+    """Business rows (and their outbox events) for the relay role to be refused on or to read."""
+    with psycopg.connect(db) as conn:
         conn.execute(
             "INSERT INTO driver_service.drivers (user_id, full_name, city, vehicle_type) "
             "VALUES (gen_random_uuid(), 'Dana', 'Berlin', 'car'), (gen_random_uuid(), 'Eli', 'Berlin', 'car')"
         )
-    return fresh_database
 
 
 @pytest.fixture

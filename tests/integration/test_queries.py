@@ -21,12 +21,12 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.pinot import broker_connection
-from pipeline.avro_codec import Codec, OutboxRow
-from pipeline.pinot_tables import apply
-from pipeline.queries import PARAMETER, library, run_query
-from tests.polling import wait_until
-from tests.services import Services
-from tests.test_pinot_tables import settings_for
+from pipeline.analytics.queries import PARAMETER, library, run_query
+from pipeline.analytics.tables import apply
+from pipeline.contract.codec import Codec
+from pipeline.outbox.store import OutboxRow
+from tests.support.polling import wait_until
+from tests.support.services import Services
 
 HOSTILE = "x' OR '1'='1"
 
@@ -73,7 +73,7 @@ def _publish_order(services: Services, city: str) -> None:
         "promised_at": None,
         "updated_at": now.isoformat(),
     }
-    row = OutboxRow(1, str(uuid.uuid4()), "order", order_id, "OrderPlaced", payload, 1, 1, now)
+    row = OutboxRow(1, str(uuid.uuid4()), "order", order_id, "OrderPlaced", json.dumps(payload), 1, 1, now)
     message = Codec().encode(row)
     producer = Producer({"bootstrap.servers": services.kafka_bootstrap})
     producer.produce(message.topic, message.value, message.key, headers=message.headers)
@@ -81,7 +81,7 @@ def _publish_order(services: Services, city: str) -> None:
 
 
 def test_a_hostile_value_is_a_value_not_sql(services: Services) -> None:
-    apply(settings_for(services))
+    apply(services.settings())
     city = f"O'Hare-{uuid.uuid4().hex[:8]}"  # a quote in a real value must match exactly, not break out
     _publish_order(services, city)
     cursor = broker_connection(services.pinot_broker_url).cursor()

@@ -7,87 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 
-from bench.workload import EVENTS_PER_ORDER, advance, full_lifecycle, place_orders
-from pipeline.migrate import migrate
-from tests.kafka_reader import Received, read_topic
-from tests.polling import wait_until
-from tests.services import Services
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def db(fresh_database: str) -> str:
-    migrate(fresh_database)
-    return fresh_database
-
-
-@pytest.fixture
-def prefix() -> str:
-    """Topics of this test's own, so nothing else published to Kafka is read back."""
-    return f"t{uuid.uuid4().hex[:10]}."
-
-
-class RelayProcess:
-    """`nibble relay` as the operator runs it: a separate process, stopped by signals."""
-
-    def __init__(self, services: Services, db: str, prefix: str, **settings: str) -> None:
-        env = {
-            **os.environ,
-            **services.environ(),
-            "NIBBLE_DATABASE_URL": services.relay_url_for(db.rsplit("/", 1)[1]),
-            "NIBBLE_TOPIC_PREFIX": prefix,
-            "NIBBLE_RELAY_METRICS_PORT": "0",
-            **{f"NIBBLE_{name.upper()}": value for name, value in settings.items()},
-        }
-        # A file, not a pipe: a relay logging a lot (e.g. librdkafka while Kafka is away) must never block.
-        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the process)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "relay"],
-            env=env,
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=self.stderr,
-            text=True,
-        )
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(60)
-
-    def logs(self) -> list[dict]:
-        self.stderr.seek(0)
-        return [json.loads(line) for line in self.stderr.read().splitlines() if line.startswith("{")]
-
-
-@pytest.fixture
-def relays(services: Services, db: str, prefix: str) -> Iterator[list[RelayProcess]]:
-    started: list[RelayProcess] = []
-    yield started
-    for relay in started:
-        if relay.process.poll() is None:
-            relay.kill()
-
-
-def start_relay(relays: list[RelayProcess], services: Services, db: str, prefix: str, **settings: str) -> RelayProcess:
-    relay = RelayProcess(services, db, prefix, **settings)
-    relays.append(relay)
-    return relay
+from tests.support.kafka_reader import Received, read_topic
+from tests.support.polling import wait_until
+from tests.support.workload import EVENTS_PER_ORDER, advance, full_lifecycle, place_orders
 
 
 def backlog(db: str, schema: str = "order_service") -> int:
@@ -113,9 +43,9 @@ def assert_complete_and_ordered(received: list[Received], order_ids: list[uuid.U
     return counts
 
 
-def test_events_reach_kafka_with_key_headers_and_exact_values(services, db, prefix, relays) -> None:
+def test_events_reach_kafka_with_key_headers_and_exact_values(services, db, prefix, start_relay) -> None:
     order_ids = full_lifecycle(db, 50)
-    relay = start_relay(relays, services, db, prefix)
+    relay = start_relay()
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 50 * EVENTS_PER_ORDER)
     counts = assert_complete_and_ordered(received, order_ids)
@@ -133,29 +63,29 @@ def test_events_reach_kafka_with_key_headers_and_exact_values(services, db, pref
     assert relay.terminate() == 0
 
 
-def test_a_rolled_back_transaction_publishes_nothing(services, db, prefix, relays) -> None:
+def test_a_rolled_back_transaction_publishes_nothing(services, db, prefix, start_relay) -> None:
     with psycopg.connect(db) as conn:
         place_orders(conn, 10)
         conn.rollback()
     committed = full_lifecycle(db, 1)
-    start_relay(relays, services, db, prefix)
+    start_relay()
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", EVENTS_PER_ORDER)
     assert {m.key for m in received} == {str(committed[0])}
     assert len(received) == EVENTS_PER_ORDER
 
 
-def test_kill_9_mid_drain_loses_nothing_and_keeps_order(services, db, prefix, relays) -> None:
+def test_kill_9_mid_drain_loses_nothing_and_keeps_order(services, db, prefix, start_relay) -> None:
     orders = 20_000
     order_ids = full_lifecycle(db, orders)
     total = orders * EVENTS_PER_ORDER
     batch = 2000
-    relay = start_relay(relays, services, db, prefix, relay_batch_size=str(batch))
+    relay = start_relay(relay_batch_size=str(batch))
     wait_until(lambda: backlog(db) < total * 0.6, what="the drain to be under way")
     relay.kill()
     left = backlog(db)
     assert 0 < left < total, "the kill must land mid-drain"
-    start_relay(relays, services, db, prefix, relay_batch_size=str(batch))
+    start_relay(relay_batch_size=str(batch))
     wait_until(lambda: backlog(db) == 0, what="the restarted relay to drain")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", total)
     counts = assert_complete_and_ordered(received, order_ids)
@@ -165,11 +95,11 @@ def test_kill_9_mid_drain_loses_nothing_and_keeps_order(services, db, prefix, re
     assert len(received) == total + duplicates
 
 
-def test_standby_takes_over_when_the_leader_dies(services, db, prefix, relays) -> None:
+def test_standby_takes_over_when_the_leader_dies(services, db, prefix, start_relay) -> None:
     first_ids = full_lifecycle(db, 100)
-    leader = start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
+    leader = start_relay(relay_poll_interval_s="0.2")
     wait_until(lambda: backlog(db) == 0, what="the leader to drain")
-    standby = start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
+    standby = start_relay(relay_poll_interval_s="0.2")
     time.sleep(2)
     status = json.loads(
         subprocess.run(
@@ -193,7 +123,7 @@ def test_standby_takes_over_when_the_leader_dies(services, db, prefix, relays) -
     assert standby.terminate() == 0
 
 
-def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, prefix, relays) -> None:
+def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, prefix, start_relay) -> None:
     healthy = full_lifecycle(db, 20)
     with psycopg.connect(db) as conn:
         (poisoned,) = place_orders(conn, 1)
@@ -204,7 +134,7 @@ def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, pref
             (poisoned,),
         )
         advance(conn, [poisoned], "confirmed")  # a later event of the same order: must wait behind it
-    relay = start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
+    relay = start_relay(relay_poll_interval_s="0.2")
     wait_until(lambda: backlog(db) == 1, what="everything but the parked event to drain")
 
     env = {**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db}
@@ -242,7 +172,7 @@ def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, pref
     assert relay.terminate() == 0
 
 
-def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, relays) -> None:
+def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, start_relay) -> None:
     with psycopg.connect(db) as conn:
         (big,) = place_orders(conn, 1)
         conn.execute(
@@ -250,7 +180,7 @@ def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, relays)
             " SET payload = jsonb_set(payload, '{restaurant_name}', to_jsonb(repeat('x', 5000)))"
         )
     small = full_lifecycle(db, 3)
-    start_relay(relays, services, db, prefix, relay_max_message_bytes="2048")
+    start_relay(relay_max_message_bytes="2048")
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
     with psycopg.connect(db) as conn:
         errors = conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
@@ -260,13 +190,13 @@ def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, relays)
     assert_complete_and_ordered(received, small)
 
 
-def test_unparseable_payload_is_dead_lettered_and_the_relay_keeps_running(services, db, prefix, relays) -> None:
+def test_unparseable_payload_is_dead_lettered_and_the_relay_keeps_running(services, db, prefix, start_relay) -> None:
     with psycopg.connect(db) as conn:
         (bad,) = place_orders(conn, 1)
         # Valid jsonb (numeric), but no JSON parser gives a number for it: must not stop the relay.
         conn.execute("UPDATE order_service.outbox SET payload = jsonb_set(payload, '{total_cents}', '1e400')")
     good = full_lifecycle(db, 3)
-    relay = start_relay(relays, services, db, prefix)
+    relay = start_relay()
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
     with psycopg.connect(db) as conn:
         errors = conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
@@ -276,12 +206,12 @@ def test_unparseable_payload_is_dead_lettered_and_the_relay_keeps_running(servic
     assert relay.terminate() == 0
 
 
-def test_kafka_unreachable_keeps_the_backlog_then_a_relay_with_kafka_drains_it(services, db, prefix, relays) -> None:
+def test_kafka_unreachable_keeps_the_backlog_then_a_relay_with_kafka_drains_it(
+    services, db, prefix, start_relay
+) -> None:
     order_ids = full_lifecycle(db, 20)
     port = 19964 + os.getpid() % 500
-    cut_off = start_relay(
-        relays, services, db, prefix, kafka_bootstrap_servers="127.0.0.1:1", relay_metrics_port=str(port)
-    )
+    cut_off = start_relay(kafka_bootstrap_servers="127.0.0.1:1", relay_metrics_port=str(port))
     kafka_errors = 'nibble_relay_errors_total{kind="kafka"}'
     wait_until(lambda: kafka_errors in _metrics(port), timeout_s=60, what="the relay to find Kafka unreachable")
     assert cut_off.process.poll() is None, "an unreachable Kafka is waited for, not fatal"
@@ -291,16 +221,16 @@ def test_kafka_unreachable_keeps_the_backlog_then_a_relay_with_kafka_drains_it(s
     assert time.monotonic() - stop_asked < 20
     assert any(line["msg"].startswith("Kafka unavailable") for line in cut_off.logs())
 
-    start_relay(relays, services, db, prefix)
+    start_relay()
     wait_until(lambda: backlog(db) == 0, what="the backlog to drain once Kafka is reachable")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER)
     counts = assert_complete_and_ordered(received, order_ids)
     assert len(received) == 20 * EVENTS_PER_ORDER and set(counts.values()) == {1}
 
 
-def test_relay_reconnects_when_its_postgres_session_dies(services, db, prefix, relays) -> None:
+def test_relay_reconnects_when_its_postgres_session_dies(services, db, prefix, start_relay) -> None:
     first = full_lifecycle(db, 10)
-    start_relay(relays, services, db, prefix, relay_poll_interval_s="0.2")
+    start_relay(relay_poll_interval_s="0.2")
     wait_until(lambda: backlog(db) == 0, what="the first drain")
     with psycopg.connect(services.database_url, autocommit=True) as admin:
         killed = admin.execute(
@@ -315,10 +245,10 @@ def test_relay_reconnects_when_its_postgres_session_dies(services, db, prefix, r
     assert_complete_and_ordered(received, first + second)
 
 
-def test_metrics_and_health_endpoints(services, db, prefix, relays) -> None:
+def test_metrics_and_health_endpoints(services, db, prefix, start_relay) -> None:
     full_lifecycle(db, 10)
     port = 19464 + os.getpid() % 500
-    start_relay(relays, services, db, prefix, relay_metrics_port=str(port))
+    start_relay(relay_metrics_port=str(port))
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
     wait_until(lambda: _get(f"http://127.0.0.1:{port}/health") is not None, what="the health endpoint")
     health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
@@ -346,11 +276,11 @@ def _get(url: str) -> requests.Response | None:
 
 
 @pytest.mark.slow
-def test_kafka_outage_under_load_loses_nothing(services, db, prefix, relays) -> None:
+def test_kafka_outage_under_load_loses_nothing(services, db, prefix, start_relay) -> None:
     """The broker is frozen (SIGSTOP) for 30 s while orders keep coming, then resumed."""
     pid = next(row["pid"] for row in _stack_status() if row["service"] == "kafka")
     before = full_lifecycle(db, 200)
-    start_relay(relays, services, db, prefix, relay_delivery_timeout_ms="5000", relay_poll_interval_s="0.2")
+    start_relay(relay_delivery_timeout_ms="5000", relay_poll_interval_s="0.2")
     wait_until(lambda: backlog(db) == 0, what="the first drain")
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pinotdb import connect as pinot_connect
 
-from tests.services import Services
+from tests.support.services import Services
 
 NIBBLE = [sys.executable, "-m", "pipeline"]
 

@@ -15,7 +15,7 @@ from testcontainers.core.waiting_utils import wait_for_logs
 from testcontainers.kafka import KafkaContainer
 from testcontainers.postgres import PostgresContainer
 
-from tests.services import Services
+from tests.support.services import Services
 
 PINOT_IMAGE = "apachepinot/pinot:0.11.0"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from pipeline.avro_codec import Codec
+from pipeline.contract.codec import Codec
 
 
 @dataclass(frozen=True)

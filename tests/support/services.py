@@ -8,6 +8,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline.config import Settings, load_settings
+from pipeline.devstack.stack import LocalStack
+
 
 @dataclass(frozen=True)
 class Services:
@@ -15,6 +18,11 @@ class Services:
     kafka_bootstrap: str
     pinot_controller_url: str
     pinot_broker_url: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        e = settings.endpoints
+        return cls(e.database_url, e.kafka_bootstrap_servers, e.pinot_controller_url, e.pinot_broker_url)
 
     def database_url_for(self, database: str) -> str:
         parts = urlsplit(self.database_url)
@@ -34,6 +42,21 @@ class Services:
             "NIBBLE_PINOT_BROKER_URL": self.pinot_broker_url,
         }
 
+    def settings(self, topic_prefix: str = "") -> Settings:
+        """Settings pointing at these services (what a `nibble` command run with `environ()` would read)."""
+        base = load_settings()
+        endpoints = base.endpoints.model_copy(
+            update={
+                "database_url": self.database_url,
+                "kafka_bootstrap_servers": self.kafka_bootstrap,
+                "pinot_kafka_broker_list": self.kafka_bootstrap,
+                "pinot_controller_url": self.pinot_controller_url,
+                "pinot_broker_url": self.pinot_broker_url,
+                "topic_prefix": topic_prefix,
+            }
+        )
+        return base.model_copy(update={"endpoints": endpoints})
+
 
 def docker_available() -> bool:
     try:
@@ -48,7 +71,7 @@ def docker_available() -> bool:
 @contextmanager
 def start_services() -> Iterator[Services]:
     if docker_available() and os.environ.get("NIBBLE_TEST_BACKEND", "") != "local":
-        from tests.containers import container_services
+        from tests.support.containers import container_services
 
         with container_services() as running:
             yield running
@@ -58,14 +81,6 @@ def start_services() -> Iterator[Services]:
 
 def local_services() -> Services:
     """Bring up (idempotently) the embedded stack and point at it; raises if a service cannot start."""
-    from pipeline import stack
-    from pipeline.config import load_settings
-
     settings = load_settings()
-    stack.up(settings)
-    return Services(
-        database_url=settings.postgres_url,
-        kafka_bootstrap=settings.kafka_bootstrap,
-        pinot_controller_url=settings.pinot_controller,
-        pinot_broker_url=settings.pinot_broker,
-    )
+    LocalStack(settings).up()
+    return Services.from_settings(settings)

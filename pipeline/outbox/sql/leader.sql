@@ -1,5 +1,5 @@
--- Which backend holds the relay lease of one outbox (the advisory lock `nibble relay` takes), if any.
-SELECT l.pid, a.client_addr::text, a.backend_start
+-- Which backend holds the relay lease of one outbox (the advisory lock of try_lease.sql), if any.
+SELECT l.pid, a.backend_start
 FROM pg_locks l
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted

@@ -1,0 +1,54 @@
+"""`nibble relay` as the operator runs it: a separate process, stopped by signals. The one way tests and
+benchmarks start a relay."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+from tests.support.services import Services
+
+
+class RelayProcess:
+    """A relay on database `db` as the least-privileged `nibble_relay` role; `settings` are extra NIBBLE_*
+    variables by lower-case name (e.g. relay_batch_size="500")."""
+
+    def __init__(self, services: Services, db: str, prefix: str = "", **settings: str) -> None:
+        env = {
+            **os.environ,
+            **services.environ(),
+            "NIBBLE_DATABASE_URL": services.relay_url_for(db.rsplit("/", 1)[1]),
+            "NIBBLE_TOPIC_PREFIX": prefix,
+            "NIBBLE_RELAY_METRICS_PORT": "0",
+            **{f"NIBBLE_{name.upper()}": value for name, value in settings.items()},
+        }
+        # A file, not a pipe: a relay logging a lot (e.g. librdkafka while Kafka is away) must never block.
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the process)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "relay"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+            text=True,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no chance to finish the batch in flight."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+    def logs(self) -> list[dict]:
+        self.stderr.seek(0)
+        return [json.loads(line) for line in self.stderr.read().splitlines() if line.startswith("{")]
