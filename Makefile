@@ -4,7 +4,7 @@
 VENV := .venv
 NIBBLE := $(VENV)/bin/nibble
 
-.PHONY: demo test setup stack-up stack-down lint bench
+.PHONY: demo test test-unit setup stack-up stack-down lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,3 +29,7 @@ lint: setup
 
 test: stack-up lint
 	CI=$${CI:-} $(VENV)/bin/pytest -p no:cacheprovider -ra
+
+# Pure logic only: no service is started (the inner loop, seconds).
+test-unit: setup
+	$(VENV)/bin/pytest -p no:cacheprovider -q tests/unit

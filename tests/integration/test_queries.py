@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 from connectors.pinot import broker_connection
 from pipeline.analytics.queries import PARAMETER, library, run_query
 from pipeline.analytics.tables import apply
+from pipeline.errors import UsageError
 from pipeline.contract.codec import Codec
 from pipeline.outbox.store import OutboxRow
 from tests.support.polling import wait_until
@@ -94,7 +95,7 @@ def test_a_hostile_value_is_a_value_not_sql(services: Services) -> None:
 
 def test_a_missing_required_parameter_is_refused_before_pinot_is_asked(services: Services) -> None:
     cursor = broker_connection(services.pinot_broker_url).cursor()
-    with pytest.raises(ValueError, match="needs lat, lon, radius_m"):
+    with pytest.raises(UsageError, match="needs lat, lon, radius_m"):
         run_query(cursor, "deliveries_within_radius")
 
 
