@@ -23,8 +23,8 @@ from confluent_kafka import Producer
 from connectors.pinot import broker_connection
 from pipeline.analytics.queries import PARAMETER, library, run_query
 from pipeline.analytics.tables import apply
-from pipeline.errors import UsageError
 from pipeline.contract.codec import Codec
+from pipeline.errors import UsageError
 from pipeline.outbox.store import OutboxRow
 from tests.support.polling import wait_until
 from tests.support.services import Services
