@@ -1,0 +1,188 @@
+"""Backfill: one snapshot event per existing business row, so a pipeline installed on a database that
+already holds data (or a Pinot table rebuilt without its events) ends equal to PostgreSQL.
+
+Each table is walked by primary key in chunks, each chunk its own short transaction that locks its rows
+FOR SHARE, writes their snapshot events through migration 0014's functions (the triggers' own payload
+functions) and records the progress in `public.backfill_progress`; a killed run resumes after its last
+committed chunk. Why a snapshot is never older than a concurrent change: migrations/0014_backfill.sql.
+The SQL is in sql/backfill_*.sql beside this module.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from connectors import postgres
+from connectors.postgres import sql_file
+from pipeline.errors import NibbleError, UsageError
+
+LOCK_KEY = 0x6E62_6B66  # pg_try_advisory_lock key of a running backfill ("nbkf")
+
+
+@dataclass(frozen=True)
+class SnapshotTable:
+    name: str  # as the CLI and backfill_progress name it
+    schema: str
+    table: str
+    emit_function: str  # 0014's <schema>.emit_<aggregate>_snapshots(ids uuid[]) -> events written
+
+
+TABLES = {
+    t.name: t
+    for t in (
+        SnapshotTable("restaurants", "restaurant_service", "restaurants", "emit_restaurant_snapshots"),
+        SnapshotTable("drivers", "driver_service", "drivers", "emit_driver_snapshots"),
+        SnapshotTable("orders", "order_service", "orders", "emit_order_snapshots"),
+        SnapshotTable("deliveries", "driver_service", "deliveries", "emit_delivery_snapshots"),
+    )
+}
+
+
+class BackfillBusy(NibbleError):
+    """Another backfill holds the lock on this database."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One table's progress after a chunk (or at its start)."""
+
+    table: str
+    rows_done: int  # over the whole backfill of the table, resumed runs included
+    rows_total: int  # rows_done + what was left when this run started
+    events: int
+    rate: float  # rows/s in this run
+    finished: bool = False
+    already_done_at: datetime | None = None  # set when the table had finished before this run
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.rate <= 0:
+            return None
+        return max(0, self.rows_total - self.rows_done) / self.rate
+
+
+def done_prefix(locked: Sequence[uuid.UUID], first_skipped: uuid.UUID | None) -> list[uuid.UUID]:
+    """The locked ids (ascending) below the first id of the range the chunk could not lock: progress is one
+    last id, so a chunk counts as done only up to its first gap."""
+    if first_skipped is None:
+        return list(locked)
+    return [row_id for row_id in locked if row_id < first_skipped]
+
+
+def throttle_delay(rows: int, elapsed_s: float, max_rate: float) -> float:
+    """Seconds to sleep so that `rows` done in `elapsed_s` do not exceed `max_rate` rows/s."""
+    return max(0.0, rows / max_rate - elapsed_s)
+
+
+class Backfill:
+    """Backfills on one database; `on_progress` sees each table's progress after every chunk."""
+
+    def __init__(
+        self,
+        database_url: str,
+        batch: int = 1000,
+        max_rate: float = 5000,
+        on_progress: Callable[[Progress], None] = lambda progress: None,
+    ) -> None:
+        if batch < 1 or max_rate <= 0:
+            raise UsageError("--batch must be at least 1 and --max-rate above 0")
+        self.database_url = database_url
+        self.batch = batch
+        self.max_rate = max_rate
+        self.on_progress = on_progress
+
+    def run(self, tables: Sequence[str], since: datetime | None = None, restart: bool = False) -> list[Progress]:
+        """Backfill `tables` (all when empty) in order; returns the final progress of each."""
+        unknown = sorted(set(tables) - set(TABLES))
+        if unknown:
+            raise UsageError(f"unknown table {', '.join(unknown)}: choose from {', '.join(TABLES)}")
+        with postgres.connect(self.database_url, "nibble-backfill") as conn:
+            # A session lock: released when this process ends, however it ends.
+            if not conn.execute(_sql("backfill_lock"), {"key": LOCK_KEY}).fetchone()[0]:
+                raise BackfillBusy("another nibble backfill is running on this database; let it finish or stop it")
+            return [self._table(conn, TABLES[name], since, restart) for name in (tables or list(TABLES))]
+
+    def _table(self, conn: psycopg.Connection, spec: SnapshotTable, since: datetime | None, restart: bool) -> Progress:
+        state = conn.execute(_sql("backfill_progress_get"), {"table": spec.name}).fetchone()
+        if state is not None and not restart:
+            stored_since, last_id, rows_done, events, _, finished_at = state
+            if finished_at is not None:
+                done = Progress(spec.name, rows_done, rows_done, events, 0.0, True, finished_at)
+                self.on_progress(done)
+                return done
+            if stored_since != since:
+                raise UsageError(
+                    f"{spec.name}: a backfill with --since {stored_since or '(none)'} is under way; "
+                    "run it again with the same --since, or --restart"
+                )
+        else:
+            conn.execute(_sql("backfill_progress_start"), {"table": spec.name, "since": since})
+            last_id, rows_done, events = None, 0, 0
+        remaining = conn.execute(_sql("backfill_remaining", spec), {"after": last_id, "since": since}).fetchone()[0]
+        total, started, rows_run = rows_done + remaining, time.monotonic(), 0
+
+        def report(finished: bool = False) -> Progress:
+            elapsed = time.monotonic() - started
+            progress = Progress(spec.name, rows_done, total, events, rows_run / elapsed if elapsed else 0.0, finished)
+            self.on_progress(progress)
+            return progress
+
+        report()
+        while True:
+            chunk = self._chunk(conn, spec, last_id, since)
+            if chunk is None:
+                conn.execute(_sql("backfill_progress_finish"), {"table": spec.name})
+                return report(finished=True)
+            last_id, rows, emitted = chunk
+            rows_done, events, rows_run = rows_done + rows, events + emitted, rows_run + rows
+            report()
+            time.sleep(throttle_delay(rows_run, time.monotonic() - started, self.max_rate))
+
+    def _chunk(
+        self, conn: psycopg.Connection, spec: SnapshotTable, after: uuid.UUID | None, since: datetime | None
+    ) -> tuple[uuid.UUID, int, int] | None:
+        """Write the next chunk's snapshots and progress in one transaction; (last id, rows, events), or None
+        when no row is left."""
+        params: dict[str, Any] = {"after": after, "since": since}
+        while True:
+            with conn.transaction():
+                locked = [
+                    row[0] for row in conn.execute(_sql("backfill_lock_chunk", spec), {**params, "batch": self.batch})
+                ]
+                if locked:
+                    skipped = conn.execute(
+                        _sql("backfill_first_skipped", spec), {**params, "last": locked[-1], "locked": locked}
+                    ).fetchone()
+                    ids = done_prefix(locked, skipped[0] if skipped else None)
+                    if ids:
+                        return ids[-1], len(ids), self._emit(conn, spec, ids)
+            # The next row is held by a writer (or none is left): wait for it alone, holding no other row.
+            with conn.transaction():
+                row = conn.execute(_sql("backfill_lock_next", spec), params).fetchone()
+                if row is not None:
+                    return row[0], 1, self._emit(conn, spec, [row[0]])
+            # Nothing came back: none left, or the row waited for was deleted meanwhile (then go on).
+            if conn.execute(_sql("backfill_remaining", spec), params).fetchone()[0] == 0:
+                return None
+
+    def _emit(self, conn: psycopg.Connection, spec: SnapshotTable, ids: list[uuid.UUID]) -> int:
+        function = sql.Identifier(spec.schema, spec.emit_function)
+        emitted = conn.execute(sql.SQL("SELECT {}(%s)").format(function), (ids,)).fetchone()[0]
+        conn.execute(
+            _sql("backfill_progress_advance"),
+            {"table": spec.name, "last": ids[-1], "rows": len(ids), "events": emitted},
+        )
+        return emitted
+
+
+def _sql(name: str, spec: SnapshotTable | None = None) -> sql.Composed:
+    fragments = {"table": sql.Identifier(spec.schema, spec.table)} if spec else {}
+    return sql_file(__package__, name, **fragments)

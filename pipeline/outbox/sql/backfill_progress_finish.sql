@@ -1,0 +1,3 @@
+UPDATE public.backfill_progress
+SET finished_at = now(), updated_at = now()
+WHERE table_name = %(table)s
