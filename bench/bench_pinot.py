@@ -124,7 +124,7 @@ def load_volume(volume: int) -> None:
     settings = load_settings()
     codec = Codec(settings.endpoints.topic_prefix)
     e = settings.endpoints
-    kafka.ensure_topics(e.kafka_bootstrap_servers, codec.topics, e.kafka_topic_partitions)
+    kafka.ensure_topics(e.kafka_bootstrap_servers, codec.topics, e.kafka_topic_partitions, e.topic_config)
     producer = Producer(
         kafka.producer_config(
             e.kafka_bootstrap_servers, settings.relay.delivery_timeout_ms, settings.relay.max_message_bytes

@@ -48,6 +48,8 @@ class Endpoints(BaseSettings):
     pinot_kafka_broker_list: str = ""
     topic_prefix: str = ""  # prepended to every topic name; lets tests use topics of their own
     kafka_topic_partitions: int = Field(4, ge=1, le=1000)
+    # Every event stays in Kafka at least this long; older ones are compacted to the newest per aggregate.
+    kafka_history_retention_hours: int = Field(168, ge=1)
 
     @field_validator("database_url")
     @classmethod
@@ -62,6 +64,14 @@ class Endpoints(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @property
+    def topic_config(self) -> dict[str, str]:
+        """Every topic's Kafka configs: the state of each aggregate kept forever, its history for a while."""
+        return {
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": str(self.kafka_history_retention_hours * 3_600_000),
+        }
 
     def defaults_from(self, stack: StackSettings) -> Self:
         """Fill every endpoint left empty with the local stack's address."""

@@ -86,7 +86,9 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) ->
     controller = Controller(endpoints.pinot_controller_url)
     if not dry_run:  # a realtime table can only be created on a topic that exists
         topics = Codec(endpoints.topic_prefix).topics
-        kafka.ensure_topics(endpoints.kafka_bootstrap_servers, topics, endpoints.kafka_topic_partitions)
+        kafka.ensure_topics(
+            endpoints.kafka_bootstrap_servers, topics, endpoints.kafka_topic_partitions, endpoints.topic_config
+        )
     changes = []
     for spec in desired_specs(settings, pinot_dir):
         existing_schema = controller.schema(spec.name)

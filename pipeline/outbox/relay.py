@@ -107,7 +107,12 @@ class Relay:
         if self.kafka_ready:
             return
         endpoints = self.settings.endpoints
-        kafka.ensure_topics(endpoints.kafka_bootstrap_servers, self.codec.topics, endpoints.kafka_topic_partitions)
+        kafka.ensure_topics(
+            endpoints.kafka_bootstrap_servers,
+            self.codec.topics,
+            endpoints.kafka_topic_partitions,
+            endpoints.topic_config,
+        )
         # Connect and fetch topic metadata now, not on the first event: the first batch after a quiet
         # start would otherwise wait for the broker connection and the idempotent producer id.
         self._producer().list_topics(timeout=10)
