@@ -1,4 +1,4 @@
-"""`nibble stack up | down | status [--json] | logs [SERVICE] | env`."""
+"""`nibble stack up | down | status [--json] | logs [SERVICE] | env | restart SERVICE [--hard] | kill SERVICE`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     logs.add_argument("service", nargs="?", help="one service (default: all)")
     logs.add_argument("-n", "--lines", type=int, default=40)
     actions.add_parser("env", help="print the NIBBLE_* settings that point at the local stack")
+    restart = actions.add_parser("restart", help="stop one service, start it again and wait until it is healthy")
+    restart.add_argument("service")
+    restart.add_argument(
+        "--hard", action="store_true", help="kill -9 instead of a clean stop (PostgreSQL: pg_ctl restart -m immediate)"
+    )
+    kill = actions.add_parser("kill", help="kill -9 one service (fault injection); `restart` or `up` brings it back")
+    kill.add_argument("service")
     parser.set_defaults(handler=run)
 
 
@@ -32,6 +39,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("stack is up; `nibble stack status` shows it, `nibble stack down` stops it")
     elif args.action == "down":
         stack.down()
+    elif args.action == "restart":
+        print(f"{args.service} healthy again after {stack.restart(args.service, hard=args.hard):.1f} s")
+    elif args.action == "kill":
+        stack.kill(args.service)
     elif args.action == "status":
         rows = stack.status()
         if args.json:

@@ -9,7 +9,9 @@ the pid files name.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from connectors import http, kafka, postgres
 from pipeline.config import Settings
@@ -176,15 +179,16 @@ class LocalStack:
                 self._wait_healthy(service)
         if (self.state / "postgres" / "needs-bootstrap").exists():
             self._bootstrap_postgres()
+        self._set_relay_password()
 
     def _check_ports_free(self, service: Service) -> None:
-        for setting, port in service.ports.items():
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    raise StackError(
-                        f"{service.name}: port {port} is already taken by a process this stack did not "
-                        f"start; stop it or choose another port with NIBBLE_{setting.upper()}"
-                    )
+        taken = _answering(service.ports)
+        if taken:
+            setting = taken[0]
+            raise StackError(
+                f"{service.name}: port {service.ports[setting]} is already taken by a process this stack did not "
+                f"start; stop it or choose another port with NIBBLE_{setting.upper()}"
+            )
 
     def _wait_healthy(self, service: Service) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -254,32 +258,63 @@ class LocalStack:
         return ["kafka.Kafka", str(properties)]
 
     def _pinot_arguments(self, name: str) -> list[str]:
-        s = self.settings.stack
+        """Write the role's properties file; the main class and arguments that read it. Files, because only
+        they reach the settings that bind each listener to 127.0.0.1 (the command-line flags of Pinot's
+        Start* commands produce the legacy port keys, which bind every interface; docs/security.md)."""
         root = self.state / "pinot"
-        cluster = ["-zkAddress", f"127.0.0.1:{s.zookeeper_port}", "-clusterName", "PinotCluster"]
-        command = {
-            "zookeeper": ["StartZookeeper", "-zkPort", str(s.zookeeper_port), "-dataDir", str(root / "zookeeper")],
-            "pinot-controller": [
-                "StartController",
-                *cluster,
-                *("-controllerHost", "127.0.0.1", "-controllerPort", str(s.pinot_controller_port)),
-                *("-dataDir", str(root / "controller")),
-            ],
-            "pinot-broker": [
-                "StartBroker",
-                *cluster,
-                *("-brokerHost", "127.0.0.1", "-brokerPort", str(s.pinot_broker_port)),
-            ],
-            "pinot-server": [
-                "StartServer",
-                *cluster,
-                *("-serverHost", "127.0.0.1", "-serverPort", str(s.pinot_server_port)),
-                *("-serverAdminPort", str(s.pinot_server_admin_port)),
-                *("-serverGrpcPort", str(s.pinot_server_grpc_port)),
-                *("-dataDir", str(root / "server" / "data"), "-segmentDir", str(root / "server" / "segments")),
-            ],
-        }[name]
-        return ["org.apache.pinot.tools.admin.PinotAdministrator", *command]
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / f"{name}.conf"
+        config.write_text("".join(f"{key}={value}\n" for key, value in self._pinot_config(name, root).items()))
+        if name == "zookeeper":
+            return ["org.apache.zookeeper.server.ZooKeeperServerMain", str(config)]
+        command = {"pinot-controller": "StartController", "pinot-broker": "StartBroker", "pinot-server": "StartServer"}
+        return ["org.apache.pinot.tools.admin.PinotAdministrator", command[name], "-configFileName", str(config)]
+
+    def _pinot_config(self, name: str, root: Path) -> dict[str, object]:
+        s = self.settings.stack
+        zk = f"127.0.0.1:{s.zookeeper_port}"
+        cluster = {"pinot.zk.server": zk, "pinot.cluster.name": "PinotCluster"}
+        if name == "zookeeper":
+            return {
+                "dataDir": root / "zookeeper",
+                "clientPort": s.zookeeper_port,
+                "clientPortAddress": "127.0.0.1",
+                "tickTime": 2000,
+                "admin.enableServer": "false",
+                "4lw.commands.whitelist": "srvr,ruok",
+            }
+        if name == "pinot-controller":
+            return {
+                "controller.zk.str": zk,
+                "controller.helix.cluster.name": "PinotCluster",
+                "controller.host": "127.0.0.1",
+                "controller.access.protocols": "http",
+                "controller.access.protocols.http.host": "127.0.0.1",
+                "controller.access.protocols.http.port": s.pinot_controller_port,
+                "controller.vip.host": "127.0.0.1",
+                "controller.vip.port": s.pinot_controller_port,
+                "controller.data.dir": root / "controller",
+            }
+        if name == "pinot-broker":
+            return {
+                **cluster,
+                "pinot.broker.hostname": "127.0.0.1",
+                "pinot.broker.client.access.protocols": "http",
+                "pinot.broker.client.access.protocols.http.host": "127.0.0.1",
+                "pinot.broker.client.access.protocols.http.port": s.pinot_broker_port,
+            }
+        return {
+            **cluster,
+            "pinot.server.netty.host": "127.0.0.1",
+            # Pinot 0.11 binds the query port on every interface whatever the settings (docs/security.md).
+            "pinot.server.netty.port": s.pinot_server_port,
+            "pinot.server.adminapi.access.protocols": "http",
+            "pinot.server.adminapi.access.protocols.http.host": "127.0.0.1",
+            "pinot.server.adminapi.access.protocols.http.port": s.pinot_server_admin_port,
+            "pinot.server.grpc.enable": "false",  # streaming queries are unused, and gRPC cannot bind loopback
+            "pinot.server.instance.dataDir": root / "server" / "data",
+            "pinot.server.instance.segmentTarDir": root / "server" / "segments",
+        }
 
     # --- PostgreSQL ----------------------------------------------------------------------------------
 
@@ -306,7 +341,16 @@ class LocalStack:
             local = f"port = {self.settings.stack.postgres_port}\nunix_socket_directories = '{root}'\n"
             conf.write_text(conf.read_text() + "\n" + settings + local)
             (root / "needs-bootstrap").touch()
-        self._pg_ctl("start", "-l", str(self.by_name["postgres"].log_file))
+        # After a kill -9 of the postmaster, its backends hold the shared memory for a moment: retry briefly.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._pg_ctl("start", "-l", str(self.by_name["postgres"].log_file))
+                return
+            except StackError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def _admin_url(self) -> str:
         return self.settings.endpoints.database_url.rsplit("/", 1)[0] + "/postgres"
@@ -318,6 +362,16 @@ class LocalStack:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'nibble'").fetchone() is None:
                 conn.execute("CREATE DATABASE nibble")
         (self.state / "postgres" / "needs-bootstrap").unlink()
+
+    def _set_relay_password(self) -> None:
+        """Give `nibble_relay` the password generated for this stack (creating the role if no migration has
+        yet): replaces migration 0001's fixed word on older clusters. Sent as a literal, never logged."""
+        password = relay_password(self.settings)
+        with postgres.connect(self._admin_url(), "nibble-stack") as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'nibble_relay'").fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            role = sql.SQL("{} ROLE nibble_relay LOGIN PASSWORD {}").format(sql.SQL(verb), sql.Literal(password))
+            conn.execute(role)
 
     def _postgres_healthy(self) -> bool:
         try:
@@ -334,6 +388,52 @@ class LocalStack:
                 return b"Zookeeper version" in sock.recv(1024)
         except OSError:
             return False
+
+    # --- fault injection: one service at a time (`nibble stack kill | restart`, the fault tests) ------------
+
+    def kill(self, name: str) -> None:
+        """`kill -9` a service (PostgreSQL: its postmaster); it stays down until `restart` or `up`."""
+        service = self._service(name)
+        pid = self.pid(name)
+        if pid is None:
+            raise StackError(f"{name} is not running")
+        self.report(f"{name}: kill -9 pid {pid}")
+        if name == "postgres":
+            os.kill(pid, signal.SIGKILL)  # its backends notice and exit; the group holds no one else of ours
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        # A JVM's main thread is a zombie before its other threads have closed its sockets: wait for both.
+        deadline = time.monotonic() + 30
+        while (processes.alive(pid) or _answering(service.ports)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restart(self, name: str, hard: bool = False) -> float:
+        """Stop a service (gracefully; `hard`: kill -9, PostgreSQL `pg_ctl restart -m immediate`), start it
+        again and wait until it is healthy; a service that is down is just started. Returns the seconds it
+        took."""
+        service = self._service(name)
+        started = time.monotonic()
+        pid = self.pid(name)
+        if name == "postgres" and pid is not None:
+            mode = "immediate" if hard else "fast"
+            self.report(f"postgres: pg_ctl restart -m {mode}")
+            self._pg_ctl("restart", "-m", mode, "-l", str(service.log_file))
+        else:
+            if pid is not None and hard:
+                self.kill(name)
+            elif pid is not None:
+                self.report(f"{name}: stopping pid {pid}")
+                service.stop(pid)
+            self._check_ports_free(service)
+            self.report(f"{name}: starting on port {service.port}")
+            service.start()
+        self._wait_healthy(service)
+        return time.monotonic() - started
+
+    def _service(self, name: str) -> Service:
+        if name not in self.by_name:
+            raise StackError(f"unknown service {name!r}; one of {', '.join(self.by_name)}")
+        return self.by_name[name]
 
     # --- stop and report -----------------------------------------------------------------------------
 
@@ -362,6 +462,31 @@ class LocalStack:
                 }
             )
         return rows
+
+
+def relay_password(settings: Settings) -> str:
+    """The local stack's password for `nibble_relay`: generated on first use, kept with mode 0600 under
+    `<state dir>/secrets/` (created with that mode, never readable by others even for a moment)."""
+    secrets_dir = settings.stack.state_dir.resolve() / "secrets"
+    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = secrets_dir / "nibble_relay.password"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def _answering(ports: dict[str, int]) -> list[str]:
+    """The settings of the ports something accepts connections on."""
+    taken = []
+    for setting, port in ports.items():
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                taken.append(setting)
+    return taken
 
 
 def ensure_debian_packages(report: Report) -> None:
