@@ -28,7 +28,10 @@ OLDEST_AGE = Gauge(
 DEAD_LETTER_ROWS = Gauge(
     "nibble_relay_dead_letter_rows", "Rows in the dead-letter table", ["outbox"], registry=REGISTRY
 )
-LEADER = Gauge("nibble_relay_leader", "1 while this relay holds the outbox's lease", ["outbox"], registry=REGISTRY)
+LEADER = Gauge(
+    "nibble_relay_leader", "1 while this relay holds a lane of the outbox (publishes it)", ["outbox"], registry=REGISTRY
+)
+LANES = Gauge("nibble_relay_lanes_held", "Lanes of the outbox this relay holds", ["outbox"], registry=REGISTRY)
 PUBLISHED = Counter("nibble_relay_events_published_total", "Events acknowledged by Kafka", ["topic"], registry=REGISTRY)
 DEAD_LETTERED = Counter(
     "nibble_relay_events_dead_lettered_total",
@@ -68,7 +71,7 @@ class Health:
         }
 
 
-def serve(port: int, health: Health) -> ThreadingHTTPServer:
+def serve(host: str, port: int, health: Health) -> ThreadingHTTPServer:
     """Serve /metrics and /health from a daemon thread; the relay loop itself stays single-threaded."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -89,6 +92,6 @@ def serve(port: int, health: Health) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:  # scrapes are not worth a log line
             pass
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -1,10 +1,12 @@
 """The relay daemon: publish every outbox event to Kafka as Avro, at least once, in order per aggregate.
 
-One synchronous loop. Per outbox it holds a lease (a session advisory lock on its PostgreSQL connection)
-so that exactly one relay publishes it; standbys retry the lease every poll interval and take over within
-seconds of the leader's connection dying. Per batch: claim rows in position order, encode them all, produce
-them all, wait for every acknowledgement, then delete the acknowledged rows (and dead-letter the poison
-ones) in one transaction; batch.py holds the ordering rules. A crash anywhere re-publishes at most the
+One synchronous loop. Each outbox is split into lanes by aggregate (lanes.py); a relay publishes the lanes
+whose leases (session advisory locks on its PostgreSQL connection) it holds. Every REBALANCE_S it re-reads
+who is alive and who holds what, releases lanes above its fair share and takes free ones, so relays that
+join get a share and the lanes of a relay whose connection died are taken within seconds. Per batch: claim
+the held lanes' rows in position order, encode them all, produce them all, wait for every acknowledgement,
+then delete the acknowledged rows (and dead-letter the poison ones) in one transaction; batch.py holds the
+ordering rules. A crash anywhere re-publishes at most the
 unacknowledged batch, with the same event ids.
 """
 
@@ -21,15 +23,21 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from connectors import kafka, postgres
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec, Message
-from pipeline.errors import redact
-from pipeline.outbox import batch, metrics
+from pipeline.errors import NibbleError, redact
+from pipeline.outbox import batch, lanes, metrics
 from pipeline.outbox.store import OutboxRow, OutboxStore
 
 log = logging.getLogger("nibble.relay")
 
+APPLICATION_NAME = "nibble-relay"  # how relays count each other in pg_stat_activity
 BACKLOG_REFRESH_S = 5.0
+REBALANCE_S = 1.0
 MAX_BACKOFF_S = 30.0
 STOP_GRACE_S = 5.0  # after SIGTERM, how long a batch in flight may still wait for Kafka before it is abandoned
+
+
+class LaneSwitchFailed(NibbleError):
+    """A lane-count switch could not run; nothing changed."""
 
 
 class DeliveryFailed(Exception):
@@ -44,12 +52,16 @@ class Relay:
         self.health = metrics.Health()
         self.stopping = False
         self.conn: psycopg.Connection | None = None
-        self.leases: list[str] = []
+        self.backend_pid = 0  # this relay's identity among the relays: its session's pid
+        self.joined: set[str] = set()  # outboxes whose fence this relay holds shared
+        self.lane_counts: dict[str, int] = {}
+        self.lanes: dict[str, list[int]] = {schema: [] for schema in self.stores}
         self.producer: Producer | None = None
         self.producer_fatal = False
         self.kafka_ready = False
         self.stop_requested_at = 0.0
         self.next_backlog_refresh = 0.0
+        self.next_rebalance = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -63,19 +75,20 @@ class Relay:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         if self.settings.relay.metrics_port:
-            metrics.serve(self.settings.relay.metrics_port, self.health)
+            metrics.serve(self.settings.relay.metrics_host, self.settings.relay.metrics_port, self.health)
         backoff = 0.0
         log.info("relay started", extra={"outboxes": self.settings.relay.outbox_schemas, "topics": self.codec.topics})
         while not self.stopping:
             try:
                 self._ensure_kafka()
                 self._ensure_connected()
-                self._acquire_leases()
+                self._rebalance()
                 busy = False
-                for schema in self.leases:
-                    busy |= self._relay_batch(self.stores[schema]) >= self.settings.relay.batch_size
+                for schema, held in self.lanes.items():
+                    if held:
+                        busy |= self._relay_batch(self.stores[schema], held) >= self.settings.relay.batch_size
                 self._refresh_backlog()
-                self.health.beat(self.leases)
+                self.health.beat(self.publishing)
                 backoff = 0.0
                 if not busy:
                     self._wait_for_notify(self.settings.relay.poll_interval_s)
@@ -124,30 +137,70 @@ class Relay:
     def _ensure_connected(self) -> None:
         if self.conn is not None and not self.conn.closed:
             return
-        self.conn = postgres.connect(self.settings.endpoints.database_url, "nibble-relay")
+        self.conn = postgres.connect(self.settings.endpoints.database_url, APPLICATION_NAME)
         self.conn.execute("LISTEN nibble_outbox")
+        self.backend_pid = self.conn.info.backend_pid
         log.info("connected to PostgreSQL", extra={"database": redact(self.settings.endpoints.database_url)})
 
+    @property
+    def publishing(self) -> list[str]:
+        return [schema for schema, held in self.lanes.items() if held]
+
     def _disconnect(self) -> None:
-        if self.leases:
-            log.warning("leases released", extra={"outboxes": self.leases})
-        for schema in self.leases:
-            metrics.LEADER.labels(schema).set(0)
-        self.leases = []
+        if self.publishing:
+            log.warning("lanes released with the connection", extra={"lanes": self.lanes})
+        for schema in self.stores:
+            self._set_lanes(schema, [])
+        self.joined.clear()
         if self.conn is not None:
             self.conn.close()
         self.conn = None
 
-    def _acquire_leases(self) -> None:
+    def _set_lanes(self, schema: str, held: list[int]) -> None:
+        self.lanes[schema] = held
+        metrics.LEADER.labels(schema).set(1 if held else 0)
+        metrics.LANES.labels(schema).set(len(held))
+
+    def _rebalance(self) -> None:
+        """Between batches (nothing of a lane is ever in flight when it is released): leave outboxes whose
+        lane count is being switched, and move towards this relay's fair share of every other one."""
+        now = time.monotonic()
+        if now < self.next_rebalance:
+            return
+        self.next_rebalance = now + REBALANCE_S
         assert self.conn is not None
         for schema, store in self.stores.items():
-            if schema in self.leases:
+            if schema not in self.joined:
+                if not store.try_fence_share(self.conn):
+                    continue  # a lane-count switch (or a relay from before lanes) holds the outbox
+                self.joined.add(schema)
+            state = store.lane_state(self.conn, APPLICATION_NAME)
+            held = list(self.lanes[schema])
+            if state.fence_requested:
+                for lane in held:
+                    store.release_lane(self.conn, lane)
+                store.release_fence_share(self.conn)
+                self.joined.discard(schema)
+                self._set_lanes(schema, [])
+                log.info("lane-count switch requested: outbox left", extra={"outbox": schema, "lanes": held})
                 continue
-            won = store.try_lease(self.conn)
-            metrics.LEADER.labels(schema).set(1 if won else 0)
-            if won:
-                self.leases.append(schema)
-                log.info("lease acquired: this relay now publishes the outbox", extra={"outbox": schema})
+            self.lane_counts[schema] = state.lane_count
+            step = lanes.plan(self.backend_pid, state.relays, state.lane_count, state.holders)
+            for lane in step.release:
+                store.release_lane(self.conn, lane)
+                held.remove(lane)
+            held += [lane for lane in step.acquire if store.try_lane(self.conn, lane)]
+            if held != self.lanes[schema]:
+                log.info(
+                    "lanes rebalanced",
+                    extra={
+                        "outbox": schema,
+                        "lanes": sorted(held),
+                        "lane_count": state.lane_count,
+                        "relays": len(state.relays),
+                    },
+                )
+            self._set_lanes(schema, sorted(held))
 
     def _wait_for_notify(self, timeout: float) -> None:
         assert self.conn is not None
@@ -160,7 +213,7 @@ class Relay:
             return
         self.next_backlog_refresh = now + BACKLOG_REFRESH_S
         assert self.conn is not None
-        for schema in self.leases:
+        for schema in self.publishing:
             backlog = self.stores[schema].backlog(self.conn)
             metrics.BACKLOG_ROWS.labels(schema).set(backlog.rows)
             metrics.OLDEST_AGE.labels(schema).set(backlog.oldest_age_s)
@@ -168,10 +221,10 @@ class Relay:
 
     # --- one batch -----------------------------------------------------------------------------------
 
-    def _relay_batch(self, store: OutboxStore) -> int:
+    def _relay_batch(self, store: OutboxStore, held: list[int]) -> int:
         assert self.conn is not None
         started = time.perf_counter()
-        rows = store.claim_batch(self.conn, self.settings.relay.batch_size)
+        rows = store.claim_batch(self.conn, self.settings.relay.batch_size, self.lane_counts[store.schema], held)
         if not rows:
             return 0
         encoded = batch.encode_batch(rows, self.codec.encode, self.settings.relay.max_message_bytes)
@@ -265,21 +318,45 @@ class Relay:
 
 
 def status(settings: Settings) -> list[dict[str, object]]:
-    """Per outbox: backlog, age of the oldest unpublished event, dead letters and the lease holder."""
+    """Per outbox: backlog, age of the oldest unpublished event, dead letters, lane count and which relay
+    (backend pid) holds which lanes."""
     rows = []
     with postgres.connect(settings.endpoints.database_url, "nibble-relay-status") as conn:
         for schema in settings.relay.outbox_schemas:
             store = OutboxStore(schema)
             backlog = store.backlog(conn)
-            leader = store.leader(conn)
+            lanes_now = store.lane_state(conn, APPLICATION_NAME)
+            holders: dict[int, list[int]] = {}
+            for lane, pid in sorted(lanes_now.holders.items()):
+                holders.setdefault(pid, []).append(lane)
             rows.append(
                 {
                     "outbox": schema,
                     "backlog_rows": backlog.rows,
                     "oldest_age_s": round(backlog.oldest_age_s, 3),
                     "dead_letter_rows": backlog.dead_letter_rows,
-                    "leader_pid": leader[0] if leader else None,
-                    "leader_since": leader[1].isoformat() if leader and leader[1] else None,
+                    "lane_count": lanes_now.lane_count,
+                    "lanes_by_relay_pid": holders,
+                    "switching": lanes_now.fence_requested,
                 }
             )
     return rows
+
+
+def switch_lane_count(settings: Settings, schema: str, lane_count: int, timeout_s: float) -> int:
+    """Change an outbox's lane count, fenced: every relay leaves the outbox (finishing its batch in flight)
+    before the count changes, so no aggregate's events are ever in two lanes at once. Returns the old count."""
+    store = OutboxStore(schema)
+    with postgres.connect(settings.endpoints.database_url, "nibble-relay-lanes") as conn:
+        previous = store.lane_state(conn, APPLICATION_NAME).lane_count
+        try:
+            store.switch_lane_count(conn, lane_count, timeout_s)
+        except psycopg.errors.LockNotAvailable:
+            raise LaneSwitchFailed(
+                f"the relays did not leave {schema} within {timeout_s:g} s (one may be stuck waiting for Kafka); "
+                "nothing changed"
+            ) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise LaneSwitchFailed(f"{exc.diag.message_primary}: run it as the database owner") from None
+    log.info("lane count switched", extra={"outbox": schema, "from": previous, "to": lane_count})
+    return previous

@@ -12,11 +12,14 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import args_row, dict_row
 
 from connectors.postgres import sql_file
 
-LEASE_CLASS = 0x6E62  # first key of every relay lease: pg_try_advisory_lock(LEASE_CLASS, hashtext(schema))
+# First keys of the relay's advisory locks: (FENCE_CLASS, hashtext(schema)) is an outbox's fence, held shared
+# by every relay publishing it; (LANE_CLASS, hashtext(schema/lane)) is one lane's lease.
+FENCE_CLASS = 0x6E62
+LANE_CLASS = 0x6E63
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,14 @@ class OutboxRow:
     schema_version: int
     txid: int
     occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class LaneState:
+    lane_count: int
+    relays: list[int]  # backend pids of the live relays of this database
+    holders: dict[int, int]  # lane -> backend pid holding its lease
+    fence_requested: bool  # a lane-count switch holds or waits for the fence: leave the outbox
 
 
 @dataclass(frozen=True)
@@ -58,18 +69,46 @@ class OutboxStore:
     def _sql(self, name: str, **fragments: sql.Composable) -> sql.Composed:
         return sql_file(__package__, name, schema=sql.Identifier(self.schema), **fragments)
 
-    def try_lease(self, conn: psycopg.Connection) -> bool:
-        (won,) = conn.execute(self._sql("try_lease"), {"lease_class": LEASE_CLASS, "schema": self.schema}).fetchone()
-        return bool(won)
+    def _keys(self, **values: object) -> dict[str, object]:
+        return {"lease_class": FENCE_CLASS, "lane_class": LANE_CLASS, "schema": self.schema, **values}
 
-    def leader(self, conn: psycopg.Connection) -> tuple[int, datetime | None] | None:
-        """The backend pid holding the lease and when its session started, or None."""
-        row = conn.execute(self._sql("leader"), {"lease_class": LEASE_CLASS, "schema": self.schema}).fetchone()
-        return (row[0], row[1]) if row else None
+    def lane_state(self, conn: psycopg.Connection, application_name: str) -> LaneState:
+        row = conn.execute(self._sql("lane_state"), self._keys(application=application_name)).fetchone()
+        lane_count, relays, lanes, holders, fence_requested = row
+        return LaneState(lane_count, relays, dict(zip(lanes, holders, strict=True)), fence_requested)
 
-    def claim_batch(self, conn: psycopg.Connection, limit: int) -> list[OutboxRow]:
-        cursor = conn.cursor(row_factory=class_row(OutboxRow))
-        return cursor.execute(self._sql("claim_batch"), {"limit": limit}).fetchall()
+    def try_fence_share(self, conn: psycopg.Connection) -> bool:
+        return bool(conn.execute(self._sql("try_fence_share"), self._keys()).fetchone()[0])
+
+    def release_fence_share(self, conn: psycopg.Connection) -> None:
+        conn.execute(self._sql("release_fence_share"), self._keys())
+
+    def try_lane(self, conn: psycopg.Connection, lane: int) -> bool:
+        return bool(conn.execute(self._sql("try_lane"), self._keys(lane=lane)).fetchone()[0])
+
+    def release_lane(self, conn: psycopg.Connection, lane: int) -> None:
+        conn.execute(self._sql("release_lane"), self._keys(lane=lane))
+
+    def lane_of(self, conn: psycopg.Connection, aggregate_id: str, lane_count: int) -> int:
+        return conn.execute(self._sql("lane_of"), {"aggregate_id": aggregate_id, "lane_count": lane_count}).fetchone()[
+            0
+        ]
+
+    def switch_lane_count(self, conn: psycopg.Connection, lane_count: int, timeout_s: float) -> None:
+        """Fenced: wait (at most timeout_s) until no relay publishes this outbox, set the count, let them back.
+        Raises psycopg.errors.LockNotAvailable when the relays did not leave in time."""
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
+        conn.execute(self._sql("fence"), self._keys())
+        try:
+            conn.execute(self._sql("set_lane_count"), self._keys(lane_count=lane_count))
+        finally:
+            conn.execute(self._sql("unfence"), self._keys())
+
+    def claim_batch(self, conn: psycopg.Connection, limit: int, lane_count: int, lanes: list[int]) -> list[OutboxRow]:
+        cursor = conn.cursor(row_factory=args_row(OutboxRow))
+        return cursor.execute(
+            self._sql("claim_batch"), {"limit": limit, "lane_count": lane_count, "lanes": lanes}
+        ).fetchall()
 
     def delete_published(self, conn: psycopg.Connection, positions: list[int]) -> None:
         conn.execute(self._sql("delete_published"), {"positions": positions})

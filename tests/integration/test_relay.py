@@ -25,6 +25,20 @@ def backlog(db: str, schema: str = "order_service") -> int:
         return conn.execute(f"SELECT count(*) FROM {schema}.outbox").fetchone()[0]
 
 
+def lane_shares(services, db: str) -> list[list[int]]:
+    """Per outbox, how many lanes each relay holds (sorted), from `nibble relay status --json`."""
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "pipeline", "relay", "status", "--json"],
+            env={**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    return [sorted(len(lanes) for lanes in row["lanes_by_relay_pid"].values()) for row in status]
+
+
 def assert_complete_and_ordered(received: list[Received], order_ids: list[uuid.UUID]) -> Counter:
     """Every event of every order present, and per key (order) the first occurrences in position order.
     Returns how often each event id was received (>1 only for re-sent, unacknowledged events)."""
@@ -100,18 +114,8 @@ def test_standby_takes_over_when_the_leader_dies(services, db, prefix, start_rel
     leader = start_relay(relay_poll_interval_s="0.2")
     wait_until(lambda: backlog(db) == 0, what="the leader to drain")
     standby = start_relay(relay_poll_interval_s="0.2")
-    time.sleep(2)
-    status = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "pipeline", "relay", "status", "--json"],
-            env={**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    leader_pids = {row["leader_pid"] for row in status}
-    assert len(leader_pids) == 1 and None not in leader_pids  # one relay holds every lease
+    # The relays share every outbox's lanes, each one holding a fair share, without a restart.
+    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=15, what="the lanes to be shared")
 
     leader.kill()
     killed_at = time.monotonic()

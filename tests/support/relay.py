@@ -15,9 +15,10 @@ from tests.support.services import Services
 
 class RelayProcess:
     """A relay on database `db` as the least-privileged `nibble_relay` role; `settings` are extra NIBBLE_*
-    variables by lower-case name (e.g. relay_batch_size="500")."""
+    variables by lower-case name (e.g. relay_batch_size="500"). One plain relay process unless `processes`
+    asks for a supervisor of several."""
 
-    def __init__(self, services: Services, db: str, prefix: str = "", **settings: str) -> None:
+    def __init__(self, services: Services, db: str, prefix: str = "", processes: int = 1, **settings: str) -> None:
         env = {
             **os.environ,
             **services.environ(),
@@ -29,7 +30,7 @@ class RelayProcess:
         # A file, not a pipe: a relay logging a lot (e.g. librdkafka while Kafka is away) must never block.
         self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the process)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "relay"],
+            [sys.executable, "-m", "pipeline", "relay", "--processes", str(processes)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self.stderr,
