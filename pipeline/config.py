@@ -98,6 +98,7 @@ class RelaySettings(BaseSettings):
     delivery_timeout_ms: int = Field(30_000, ge=1000)
     max_message_bytes: int = Field(1_000_000, ge=1024)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no metrics endpoint
+    metrics_host: str = "127.0.0.1"  # the interface /metrics listens on; 0.0.0.0 for a Prometheus elsewhere
 
     @field_validator("outboxes")
     @classmethod

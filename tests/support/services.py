@@ -6,10 +6,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pipeline.config import Settings, load_settings
-from pipeline.devstack.stack import LocalStack
+from pipeline.devstack.stack import LocalStack, relay_password
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,18 @@ class Services:
     kafka_bootstrap: str
     pinot_controller_url: str
     pinot_broker_url: str
+    relay_password: str = "nibble_relay"  # migration 0001's; the local stack generates its own
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         e = settings.endpoints
-        return cls(e.database_url, e.kafka_bootstrap_servers, e.pinot_controller_url, e.pinot_broker_url)
+        return cls(
+            e.database_url,
+            e.kafka_bootstrap_servers,
+            e.pinot_controller_url,
+            e.pinot_broker_url,
+            relay_password(settings),
+        )
 
     def database_url_for(self, database: str) -> str:
         parts = urlsplit(self.database_url)
@@ -31,7 +38,8 @@ class Services:
     def relay_url_for(self, database: str) -> str:
         """The URL of `database` as the least-privileged `nibble_relay` role, which the relay runs as."""
         parts = urlsplit(self.database_url_for(database))
-        return urlunsplit(parts._replace(netloc=f"nibble_relay:nibble_relay@{parts.hostname}:{parts.port}"))
+        netloc = f"nibble_relay:{quote(self.relay_password, safe='')}@{parts.hostname}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def environ(self) -> dict[str, str]:
         """The NIBBLE_* variables that point a `nibble` subprocess at these services."""
