@@ -35,6 +35,8 @@ class StackSettings(BaseSettings):
     pinot_server_port: int = Field(8098, ge=1, le=65535)
     pinot_server_admin_port: int = Field(8097, ge=1, le=65535)
     pinot_server_grpc_port: int = Field(8090, ge=1, le=65535)
+    redis_port: int = Field(6379, ge=1, le=65535)
+    superset_port: int = Field(8088, ge=1, le=65535)
 
 
 class Endpoints(BaseSettings):
@@ -48,6 +50,10 @@ class Endpoints(BaseSettings):
     pinot_kafka_broker_list: str = ""
     topic_prefix: str = ""  # prepended to every topic name; lets tests use topics of their own
     kafka_topic_partitions: int = Field(4, ge=1, le=1000)
+    superset_url: str = ""
+    superset_admin_password: str = ""  # default: the one the local stack generated (mode 0600 in its state dir)
+    # Pinot as Superset reaches it (in docker-compose.yml: pinot-broker:8099); default: as we do.
+    superset_pinot_uri: str = ""
     # Every event stays in Kafka at least this long; older ones are compacted to the newest per aggregate.
     kafka_history_retention_hours: int = Field(168, ge=1)
 
@@ -58,7 +64,7 @@ class Endpoints(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
-    @field_validator("pinot_controller_url", "pinot_broker_url")
+    @field_validator("pinot_controller_url", "pinot_broker_url", "superset_url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
@@ -82,6 +88,7 @@ class Endpoints(BaseSettings):
                 "kafka_bootstrap_servers": self.kafka_bootstrap_servers or f"127.0.0.1:{stack.kafka_port}",
                 "pinot_controller_url": self.pinot_controller_url or f"http://127.0.0.1:{stack.pinot_controller_port}",
                 "pinot_broker_url": self.pinot_broker_url or f"http://127.0.0.1:{stack.pinot_broker_port}",
+                "superset_url": self.superset_url or f"http://127.0.0.1:{stack.superset_port}",
                 "pinot_kafka_broker_list": self.pinot_kafka_broker_list
                 or self.kafka_bootstrap_servers
                 or f"127.0.0.1:{stack.kafka_port}",

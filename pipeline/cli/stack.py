@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipeline.analytics.dashboards import superset_login
 from pipeline.config import Settings
 from pipeline.devstack import processes
 from pipeline.devstack.stack import LocalStack
-from pipeline.errors import UsageError
+from pipeline.errors import NibbleError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("stack", help="run the local PostgreSQL, Kafka and Pinot without Docker")
+    parser = subparsers.add_parser(
+        "stack", help="run the local PostgreSQL, Kafka, Pinot, Redis and Superset without Docker"
+    )
     actions = parser.add_subparsers(dest="action", required=True)
     actions.add_parser("up", help="start every service (idempotent) and wait until all are healthy")
     actions.add_parser("down", help="stop the processes `up` started")
@@ -52,6 +55,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             for row in rows:
                 health = "healthy" if row["healthy"] else ("unhealthy" if row["pid"] else "stopped")
                 print(f"{row['service']:<18}{row['pid'] or '-':>8}{row['port']:>7}  {health:<10}{row['address']}")
+            if stack.pid("superset") is not None:
+                login = superset_login(settings)
+                print(f"Superset login: {login.user} / {login.password} (also in `nibble stack env`)")
         return 0 if all(row["healthy"] for row in rows) else 1
     elif args.action == "logs":
         names = [args.service] if args.service else list(stack.by_name)
@@ -62,8 +68,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"==> {log_file} <==\n{processes.tail(log_file, args.lines)}")
     elif args.action == "env":
         e = settings.endpoints
+        try:
+            login = superset_login(settings)
+            print(f"# Superset: {login.url} (login {login.user} / {login.password})")
+        except NibbleError as exc:
+            print(f"# Superset: {exc}")
         print(f"export NIBBLE_DATABASE_URL={e.database_url}")
         print(f"export NIBBLE_KAFKA_BOOTSTRAP_SERVERS={e.kafka_bootstrap_servers}")
         print(f"export NIBBLE_PINOT_CONTROLLER_URL={e.pinot_controller_url}")
         print(f"export NIBBLE_PINOT_BROKER_URL={e.pinot_broker_url}")
+        print(f"export NIBBLE_SUPERSET_URL={e.superset_url}")
     return 0

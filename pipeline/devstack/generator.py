@@ -5,6 +5,10 @@ items and payments that move through their lifecycle (confirmed, preparing, read
 or cancelled), deliveries assigned to drivers, driver location pings. Each lifecycle step is scheduled
 in (scaled) time, and all steps due together are written as one set-based statement per table, the way a
 busy service batches its writes. The triggers turn those writes into outbox events.
+
+Business time is realistic: a delivery takes 25-45 minutes from its creation to the hand-over, orders
+peak at lunch and dinner, weekends order more (`demand`). `run_history` writes past days as fast as the
+database goes, so dashboards have shape the first time they open.
 """
 
 from __future__ import annotations
@@ -41,8 +45,24 @@ DISHES = {
     "vegan": "Buddha bowl",
 }
 VEHICLES = ["bicycle", "scooter", "motorcycle", "car"]
-# Minutes after placement at which each step happens (before scaling), and how much they vary.
-STEP_MINUTES = {"confirm": 2, "assign": 6, "ready": 15, "pickup": 18, "deliver": 32}
+# Minutes (before scaling) at which each step happens, drawn per order: (after, low, high) means between
+# `low` and `high` minutes after step `after` (or after placement). A delivery is created at confirmation
+# and handed over 25-45 minutes later.
+STEP_MINUTES = {
+    "confirm": (None, 1, 3),
+    "assign": ("confirm", 2, 6),
+    "ready": (None, 12, 20),
+    "pickup": ("ready", 1, 4),
+    "deliver": ("confirm", 25, 45),
+}
+PROMISED_MINUTES = 45  # the time promised to the customer, after placement
+# Relative demand by hour of the day (local time of the cities, about UTC+1): lunch and dinner peaks.
+HOURLY_DEMAND = [
+    0.10, 0.05, 0.03, 0.02, 0.02, 0.03, 0.06, 0.12, 0.20, 0.25, 0.35, 0.60,
+    0.95, 1.00, 0.60, 0.35, 0.35, 0.55, 0.90, 1.00, 0.85, 0.55, 0.30, 0.18,
+]  # fmt: skip
+WEEKDAY_DEMAND = [0.85, 0.85, 0.90, 0.95, 1.10, 1.25, 1.15]  # Monday .. Sunday
+LOCAL_OFFSET = timedelta(hours=1)
 CANCEL_SHARE = 0.08
 EVENTS_PER_ORDER = 10  # about: 6 order events and 4 delivery events per completed order
 
@@ -75,6 +95,20 @@ class World:
     users: list[uuid.UUID] = field(default_factory=list)
 
 
+def demand(at: datetime) -> float:
+    """Relative order rate at `at`: 1.0 is a weekday's dinner peak (the weekend's is higher)."""
+    local = at + LOCAL_OFFSET
+    return HOURLY_DEMAND[local.hour] * WEEKDAY_DEMAND[local.weekday()]
+
+
+def parse_span(text: str) -> timedelta:
+    """'7d', '12h' or '90m' as a timedelta."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise ValueError(f"{text!r} is not a span like 7d, 12h or 90m")
+    return timedelta(**{units[text[-1]]: int(text[:-1])})
+
+
 class Generator:
     def __init__(
         self, database_url: str, seed: int | None = None, city_suffix: str = "", time_scale: float = 1.0
@@ -82,7 +116,7 @@ class Generator:
         self.database_url = database_url
         self.rng = random.Random(seed)
         self.city_suffix = city_suffix
-        self.time_scale = time_scale  # 60: a 32-minute delivery takes 32 s
+        self.time_scale = time_scale  # 60: a 35-minute delivery takes 35 s
         self.world = World()
         # scheduled time -> step -> orders due then
         self.schedule: dict[datetime, dict[str, list[Order]]] = defaultdict(lambda: defaultdict(list))
@@ -167,7 +201,7 @@ class Generator:
             "AS o(id, usr, rid, rname, city, cuisine, fee, tip, lat, lon)",
             (
                 at,
-                at + 40 * minutes,
+                at + PROMISED_MINUTES * minutes,
                 [o.id for o in orders],
                 [self.rng.choice(self.world.users) for _ in orders],
                 [o.restaurant.id for o in orders],
@@ -204,11 +238,12 @@ class Generator:
         )
         for order in orders:
             cancelled = self.rng.random() < CANCEL_SHARE
-            for step, base in STEP_MINUTES.items():
-                if cancelled and step != "confirm":
+            due: dict[str, datetime] = {}
+            for step, (after, low, high) in STEP_MINUTES.items():
+                due[step] = due.get(after, at) + self.rng.uniform(low, high) * minutes
+                self.schedule[due[step]]["cancel" if cancelled else step].append(order)
+                if cancelled:
                     break
-                jitter = self.rng.uniform(0.8, 1.3)
-                self.schedule[at + base * jitter * minutes][("cancel" if cancelled else step)].append(order)
         return orders
 
     def advance(self, conn: psycopg.Connection, until: datetime) -> int:
@@ -253,7 +288,7 @@ class Generator:
                 [o.restaurant.lon for o in orders],
                 [o.lat for o in orders],
                 [o.lon for o in orders],
-                [o.placed_at + timedelta(minutes=40) / self.time_scale for o in orders],
+                [o.placed_at + timedelta(minutes=PROMISED_MINUTES) / self.time_scale for o in orders],
             ),
         )
 
@@ -326,6 +361,33 @@ class Generator:
                 minute += 1
             self.advance(conn, datetime.max.replace(tzinfo=UTC))
             conn.commit()
+
+    def run_history(self, span: timedelta, peak_per_minute: float, end: datetime | None = None) -> int:
+        """The `span` before `end` (default: now), as fast as the database goes: orders at `demand` times
+        `peak_per_minute`, one commit per simulated hour. Placing stops an hour before `end`, so every
+        lifecycle ends before it; returns the orders placed."""
+        end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
+        at = end - span
+        placed, carry = 0, 0.0
+        with postgres.connect(self.database_url, "nibble-generate", autocommit=False) as conn:
+            if not self.world.restaurants:
+                self.build_world(conn)
+                conn.commit()
+            while at < end - timedelta(hours=1):
+                self.advance(conn, at)
+                carry += peak_per_minute * demand(at)
+                count, carry = int(carry), carry - int(carry)
+                if count:
+                    self.place(conn, count, at)
+                    placed += count
+                at += timedelta(minutes=1)
+                if at.minute == 0:
+                    conn.commit()
+                    if at.hour == 0:
+                        print(f"[generate] history: {at:%a %d %b} reached, {placed} orders placed", flush=True)
+            self.advance(conn, end)
+            conn.commit()
+        return placed
 
     def run_live(
         self,

@@ -21,11 +21,17 @@ def run(command: list[str], what: str, env: dict[str, str] | None = None) -> Non
         raise StackError(f"{what} failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
 
 
-def spawn(command: list[str], log_file: Path, pid_file: Path, cwd: Path) -> int:
+def spawn(command: list[str], log_file: Path, pid_file: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
     """Start a daemon in its own process group, output appended to its log; its pid goes to `pid_file`."""
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
         )
     pid_file.write_text(f"{process.pid}\n")
     return process.pid

@@ -1,7 +1,8 @@
 """The local stack: the real services on this machine, without Docker (`nibble stack up | down | status`).
 
-PostgreSQL 15 + PostGIS comes from Debian packages, Kafka (KRaft) and Pinot from Maven Central through the
-poms in stack/maven (jars stay in ~/.m2, so a second `up` downloads nothing). Every service is one row of
+PostgreSQL 15 + PostGIS and Redis come from Debian packages, Kafka (KRaft) and Pinot from Maven Central
+through the poms in stack/maven (jars stay in ~/.m2, so a second `up` downloads nothing), Apache Superset
+from PyPI into a virtualenv of its own (pipeline/devstack/superset.py). Every service is one row of
 the service table: its ports, pid file, log, how to start, probe and stop it. `down` stops exactly the pids
 the pid files name.
 """
@@ -25,7 +26,7 @@ from psycopg import sql
 
 from connectors import http, kafka, postgres
 from pipeline.config import Settings
-from pipeline.devstack import processes
+from pipeline.devstack import processes, superset
 from pipeline.devstack.processes import StackError
 from pipeline.errors import redact
 from pipeline.resources import STACK_RECIPES
@@ -37,6 +38,7 @@ DEBIAN_PACKAGES = {
     "postgresql-15-postgis-3": Path("/usr/share/postgresql/15/extension/postgis.control"),
     "openjdk-17-jre-headless": Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java"),
     "maven": Path("/usr/bin/mvn"),
+    "redis-server": Path(superset.REDIS_SERVER),
 }
 JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
 # Pinot 0.11 reflects into JDK internals; these are the opens its own test runs pass on Java 17.
@@ -148,6 +150,30 @@ class LocalStack:
                 },
                 f"127.0.0.1:{s.pinot_server_port}",
                 lambda: http.ok(f"http://127.0.0.1:{s.pinot_server_admin_port}/health"),
+            ),
+            Service(
+                "redis",
+                0,
+                {"redis_port": s.redis_port},
+                f"redis://127.0.0.1:{s.redis_port}",
+                self.pids / "redis.pid",
+                self.logs / "redis.log",
+                start=lambda: superset.start_redis(self.settings, self.logs / "redis.log", self.pids / "redis.pid"),
+                healthy=lambda: superset.redis_healthy(s.redis_port),
+                stop=processes.terminate,
+            ),
+            Service(
+                "superset",
+                1,
+                {"superset_port": s.superset_port},
+                e.superset_url,
+                self.pids / "superset.pid",
+                self.logs / "superset.log",
+                start=lambda: superset.start_superset(
+                    self.settings, self.logs / "superset.log", self.pids / "superset.pid", self.report
+                ),
+                healthy=lambda: superset.superset_healthy(self.settings),
+                stop=processes.terminate,
             ),
         ]
 
