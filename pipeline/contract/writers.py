@@ -8,6 +8,7 @@ a schema with any other type is refused when the codec loads, naming the field.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ Writer = Callable[[bytearray, Any], None]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 _DOUBLE = struct.Struct("<d").pack
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class Misfit(Exception):
@@ -40,7 +42,8 @@ def _varint(out: bytearray, n: int) -> None:
 
 
 def _expected(name: str, value: Any, expected: str) -> Misfit:
-    return Misfit(f"{name} is {value!r} ({type(value).__name__}), expected {expected}")
+    # At most 100 characters of the value: a dead letter's reason, not a copy of a huge payload.
+    return Misfit(f"{name} is {value!r:.100} ({type(value).__name__}), expected {expected}")
 
 
 def _integer(name: str, bits: int, nullable: bool) -> Writer:
@@ -98,6 +101,19 @@ def _string(name: str) -> Writer:
     return write
 
 
+def _uuid(name: str) -> Writer:
+    """The canonical text PostgreSQL writes for a uuid. Any other string would be published, then fail every
+    reader that converts the logical type: a poison message for all consumers instead of one dead letter."""
+    string = _string(name)
+
+    def write(out: bytearray, value: Any) -> None:
+        if type(value) is not str or _UUID.fullmatch(value) is None:
+            raise _expected(name, value, "a UUID in canonical form")
+        string(out, value)
+
+    return write
+
+
 def _timestamp_millis(name: str) -> Writer:
     """Payload timestamps are ISO 8601 text (jsonb's rendering of timestamptz); written as epoch millis,
     truncated like every other millisecond timestamp of the contract."""
@@ -147,8 +163,10 @@ def field_writer(name: str, avro_type: Any, millis_given: bool = False) -> Write
         writer = _integer(name, 64, nullable) if millis_given else _timestamp_millis(name)
     elif isinstance(branch, dict) and branch.get("type") == "array" and branch.get("items") == "string":
         writer = _string_array(name)
+    elif isinstance(branch, dict) and branch.get("logicalType") == "uuid" and branch["type"] == "string":
+        writer = _uuid(name)
     else:
-        primitive = branch["type"] if isinstance(branch, dict) and branch.get("logicalType") == "uuid" else branch
+        primitive = branch
         if primitive == "string":
             writer = _string(name)
         elif primitive in ("long", "int"):

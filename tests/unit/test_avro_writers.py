@@ -31,7 +31,10 @@ def sample(avro_type: Any, variant: int) -> tuple[Any, Any]:
     if isinstance(avro_type, dict) and avro_type["type"] == "array":
         items = ["thai", "vegan", "ünïcode"][: variant % 4]
         return items, items
-    primitive = avro_type["type"] if isinstance(avro_type, dict) else avro_type
+    if isinstance(avro_type, dict) and avro_type.get("logicalType") == "uuid":  # canonical text only
+        value = f"8c1f9a8e-2f3c-4a5e-9b9f-0c1b2d3e4f{variant % 256:02x}"
+        return value, value
+    primitive = avro_type
     values = {
         "string": ["", "Bench Bistro", "ü" * 70, "8c1f9a8e-2f3c-4a5e-9b9f-0c1b2d3e4f50"],
         "long": [0, -1, 2**63 - 1, -(2**63), 63, 64, -65, 1_764_000_000_000],
