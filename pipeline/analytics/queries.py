@@ -7,6 +7,7 @@ itself never comes from user input.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from pipeline.errors import UsageError
 QUERIES_DIR = Path(__file__).resolve().parent / "queries"
 OPTIONAL_LINE = re.compile(r"\s*-- if (\w+)\s*$")
 PARAMETER = re.compile(r"%\((\w+)\)s")
+NUMBERS = ("lat", "lon", "radius_m")  # the library's numeric parameters besides the window and the limit
 GRAINS = {"minute": "MINUTE", "hour": "HOUR", "day": "DAY"}
 
 
@@ -66,6 +68,7 @@ def run_query(cursor: Any, name: str, **params: Any) -> Result:
     until = params.pop("until", None) or datetime.now(UTC)
     since = params.pop("since", None) or until - timedelta(days=1)
     values = {"since": _millis(since), "until": _millis(until), "limit": 100, **params}
+    _check_values(values)
     if "grain" in values:
         values["grain"] = GRAINS[values["grain"]]
     missing = {p for p in query.parameters if values.get(p) is None} - _optional(query)
@@ -78,6 +81,22 @@ def run_query(cursor: Any, name: str, **params: Any) -> Result:
 
 def _optional(query: Query) -> set[str]:
     return {m.group(1) for line in query.sql.splitlines() if (m := OPTIONAL_LINE.search(line))}
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    """pinotdb quotes text parameters but pastes anything else as its str(), and sends a lone `*` unquoted:
+    so numbers must be finite ints or floats, the limit a positive int, any other value text (never `*`)."""
+    for name, value in values.items():
+        if value is None or name in ("since", "until"):
+            continue
+        if name == "limit":
+            if type(value) is not int or value < 1:
+                raise UsageError(f"limit must be a positive whole number, not {value!r:.40}")
+        elif name in NUMBERS:
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise UsageError(f"{name} must be a finite number, not {value!r:.40}")
+        elif type(value) is not str or value == "*":
+            raise UsageError(f"{name} must be text other than a lone '*', not {value!r:.40}")
 
 
 def _millis(moment: datetime) -> int:
