@@ -183,6 +183,12 @@ class Backfill:
         return emitted
 
 
+def visible_rows(database_url: str) -> dict[str, int]:
+    """Per table, the rows a backfill writes a snapshot for (and Pinot's state table holds)."""
+    with postgres.connect(database_url, "nibble-backfill") as conn:
+        return dict(conn.execute(_sql("backfill_visible_rows")).fetchall())
+
+
 def _sql(name: str, spec: SnapshotTable | None = None) -> sql.Composed:
     fragments = {"table": sql.Identifier(spec.schema, spec.table)} if spec else {}
     return sql_file(__package__, name, **fragments)

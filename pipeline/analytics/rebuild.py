@@ -1,0 +1,135 @@
+"""Rebuild one Pinot table (`nibble pinot rebuild TABLE`): drop it, create it again from its checked-in
+config, refill it, and compare it with PostgreSQL.
+
+Refill. A new realtime table reads its topic from the earliest offset. The topics are compacted by
+aggregate (docs/operations.md), so while no record was ever deleted from a topic (every partition still
+starts at offset 0) it holds the newest event of every aggregate and Kafka alone refills the table.
+Otherwise an upsert (state) table is refilled by a backfill of its aggregate: snapshot events, which the
+relay publishes. A history table is always refilled from Kafka: what retention removed is gone.
+
+Pinot 0.11 keeps a dropped table on its servers for seconds (about 15 s here, longer under load), and a
+table created again meanwhile answered `ServerTableMissing` for over a minute. So the old table must be
+gone from every server before the new one is created, and the new one is polled with back-off until it
+answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pinotdb.exceptions
+
+from connectors import kafka
+from connectors.pinot import Controller, broker_connection
+from pipeline.analytics.tables import TableSpec, desired_specs
+from pipeline.config import Settings
+from pipeline.contract.codec import Codec
+from pipeline.errors import NibbleError, UsageError
+from pipeline.outbox.backfill import Backfill, visible_rows
+
+# aggregate_type -> the table a backfill walks (and PostgreSQL's row count for the state table)
+BACKFILL_TABLES = {"order": "orders", "delivery": "deliveries", "restaurant": "restaurants", "driver": "drivers"}
+
+
+class RebuildTimeout(NibbleError):
+    """A step of the rebuild did not finish in time."""
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    table: str
+    source: str  # "kafka" or "backfill"
+    pinot_rows: int
+    postgres_rows: int | None  # None for a history table: PostgreSQL has no row per event
+    seconds: float
+
+    @property
+    def equal(self) -> bool:
+        return self.postgres_rows is None or self.pinot_rows == self.postgres_rows
+
+
+def spec_named(settings: Settings, name: str) -> TableSpec:
+    specs = {spec.name: spec for spec in desired_specs(settings)}
+    if name not in specs:
+        raise UsageError(f"unknown Pinot table {name}: choose from {', '.join(specs)}")
+    return specs[name]
+
+
+def refill_source(complete_topic: bool, state_table: bool) -> str:
+    """Kafka when the topic still holds every aggregate, or for a history table (nothing else has its
+    events); a backfill otherwise."""
+    return "kafka" if complete_topic or not state_table else "backfill"
+
+
+def caught_up(consumed: dict[int, int], ends: dict[int, int]) -> bool:
+    """Whether every partition holding records has been consumed up to the end offset noted for it."""
+    return all(consumed.get(partition, 0) >= end for partition, end in ends.items() if end > 0)
+
+
+def rebuild(
+    settings: Settings,
+    spec: TableSpec,
+    timeout_s: float = 600,
+    on_step: Callable[[str], None] = lambda message: None,
+) -> RebuildReport:
+    started = time.monotonic()
+    endpoints = settings.endpoints
+    controller = Controller(endpoints.pinot_controller_url)
+    topic = spec.table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"]
+    aggregate = Codec(endpoints.topic_prefix).stream_for_topic(topic).aggregate_type
+    state_table = "upsertConfig" in spec.table
+    marks = kafka.watermarks(endpoints.kafka_bootstrap_servers, topic)
+    complete = all(first == 0 for first, _ in marks.values())
+    source = refill_source(complete, state_table)
+    on_step(f"{spec.name}: refill from {source} (topic {topic} {'complete' if complete else 'trimmed by retention'})")
+
+    if controller.realtime_table(spec.name) is not None:
+        controller.delete_table(spec.name)
+        on_step(f"{spec.name}: dropped; waiting until no server holds it")
+        _wait(lambda: not controller.hosted(spec.name), timeout_s, f"the Pinot servers to let go of {spec.name}")
+    controller.put_schema(copy.deepcopy(spec.schema), exists=controller.schema(spec.name) is not None)
+    controller.put_table(copy.deepcopy(spec.table), exists=False)
+    controller.wait_online(spec.name, timeout_s)
+    _wait(lambda: pinot_rows(settings, spec.name) is not None, timeout_s, f"{spec.name} to answer queries")
+    on_step(f"{spec.name}: created and answering")
+
+    if source == "backfill":
+        table = BACKFILL_TABLES[aggregate]
+        Backfill(endpoints.database_url).run([table], restart=True)
+        expected = visible_rows(endpoints.database_url)[table]
+        on_step(f"{spec.name}: backfill of {table} written; waiting for the relay to publish it")
+        _wait(
+            lambda: (pinot_rows(settings, spec.name) or 0) >= expected,
+            timeout_s,
+            f"{spec.name} to reach {expected} rows (is the relay running?)",
+        )
+    else:
+        ends = {partition: end for partition, (_, end) in marks.items()}
+        _wait(
+            lambda: caught_up(controller.consumed_offsets(spec.name), ends), timeout_s, f"{spec.name} to read {topic}"
+        )
+    postgres = visible_rows(endpoints.database_url)[BACKFILL_TABLES[aggregate]] if state_table else None
+    return RebuildReport(spec.name, source, pinot_rows(settings, spec.name) or 0, postgres, time.monotonic() - started)
+
+
+def pinot_rows(settings: Settings, name: str) -> int | None:
+    """The table's row count, or None while the broker cannot answer for it."""
+    cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
+    try:
+        cursor.execute(f"SELECT COUNT(*) FROM {name}")  # a name from the checked-in configs, never user text
+        return int(cursor.fetchone()[0])
+    except pinotdb.exceptions.Error:
+        return None
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll with back-off (0.2 s doubling up to 5 s) until `condition` holds; RebuildTimeout after `timeout_s`."""
+    deadline, delay = time.monotonic() + timeout_s, 0.2
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RebuildTimeout(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
