@@ -1,7 +1,9 @@
 """The demo (`nibble demo`): the pipeline end to end on the local stack, with a live summary read from Pinot.
 
-Stack up, migrations, Pinot tables, the relay daemon, generated traffic; every few seconds the summary
-(orders per minute, GMV, delivery p90, freshness) is read back from Pinot. Stops what it started.
+Stack up, migrations, Pinot tables, the relay daemon, a week of history (so the dashboards have shape the
+first time they open), the Superset dashboards, then live traffic; every few seconds the summary (orders
+per minute, GMV, delivery p90, freshness) is read back from Pinot. Stops the relay and the traffic it
+started; the stack and the dashboards keep running.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import time
 from datetime import UTC, datetime
 
 from connectors.pinot import broker_connection
-from pipeline.analytics import tables
+from pipeline.analytics import dashboards, tables
+from pipeline.analytics.dashboards import superset_login
 from pipeline.config import Settings
 from pipeline.devstack.stack import LocalStack
+from pipeline.errors import NibbleError
 from pipeline.migrate import migrate
+from pipeline.resources import DASHBOARDS
 
 SUMMARY_SQL = {
     "orders_last_minute": "SELECT COUNT(*) FROM orders WHERE placed_at >= %(minute_ago)s",
     "gmv": "SELECT SUM(total_cents), COUNT(*) FROM orders WHERE placed_at >= %(since)s AND status <> 'cancelled'",
     "p90": "SELECT PERCENTILETDIGEST(delivered_at - created_at, 90) FROM deliveries "
-    "WHERE status = 'delivered' AND delivered_at >= %(since)s",
+    "WHERE status = 'delivered' AND delivered_at >= %(day_ago)s",
     "newest": "SELECT MAX(occurred_at) FROM order_events",
 }
 
@@ -35,7 +40,7 @@ def _step(message: str) -> None:
 
 def summary(cursor: object, since_ms: int) -> list[str]:
     now_ms = int(time.time() * 1000)
-    params = {"since": since_ms, "minute_ago": now_ms - 60_000}
+    params = {"since": since_ms, "minute_ago": now_ms - 60_000, "day_ago": now_ms - 86_400_000}
     values = {}
     for name, sql in SUMMARY_SQL.items():
         cursor.execute(sql, params)  # type: ignore[attr-defined]
@@ -47,7 +52,7 @@ def summary(cursor: object, since_ms: int) -> list[str]:
     return [
         f"orders placed in the last minute  {values['orders_last_minute'][0]:>10}",
         f"GMV since the demo started        {(_finite(gmv_cents) or 0) / 100:>10.2f}  ({orders} orders)",
-        f"delivery time p90 (sim. minutes)  {(p90_ms or 0) / 1000:>10.1f}",
+        f"delivery time p90, last 24 h (min){(p90_ms or 0) / 60_000:>10.1f}",
         f"freshness (now - newest event)    {freshness}",
     ]
 
@@ -58,28 +63,54 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def run_demo(settings: Settings, rate: float, duration_s: float) -> int:
-    _step("1/5 bringing up the local stack (PostgreSQL, Kafka, Pinot)")
+def _has_history(cursor: object) -> bool:
+    """Whether Pinot already holds orders placed more than a day ago (an earlier demo wrote history)."""
+    day_ago = int(time.time() * 1000) - 86_400_000
+    cursor.execute("SELECT COUNT(*) FROM orders WHERE placed_at < %(day_ago)s", {"day_ago": day_ago})  # type: ignore[attr-defined]
+    return cursor.fetchone()[0] > 0  # type: ignore[attr-defined]
+
+
+def run_demo(settings: Settings, rate: float, duration_s: float, history: str) -> int:
+    _step("1/7 bringing up the local stack (PostgreSQL, Kafka, Pinot, Redis, Superset)")
     LocalStack(settings, report=lambda line: _step(f"     {line}")).up()
-    _step("2/5 applying migrations")
+    _step("2/7 applying migrations")
     applied = migrate(settings.endpoints.database_url)
     _step(f"     {len(applied)} migration(s) applied")
-    _step("3/5 applying Pinot tables")
+    _step("3/7 applying Pinot tables")
     for change in tables.apply(settings):
         _step(f"     {change}")
     env = {**os.environ, "NIBBLE_DATABASE_URL": settings.endpoints.database_url}
     log_path = settings.stack.state_dir / "logs" / "relay.log"
-    _step(f"4/5 starting the relay (log: {log_path})")
+    _step(f"4/7 starting the relay (log: {log_path})")
     with log_path.open("ab") as log:
         relay = subprocess.Popen([sys.executable, "-m", "pipeline", "relay"], env=env, stderr=log)
+    cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
+    try:
+        if _has_history(cursor):
+            _step("5/7 history: Pinot already holds past days (an earlier demo); not writing them again")
+        else:
+            _step(f"5/7 writing the last {history} of activity (lunch and dinner peaks, weekends)")
+            command = [sys.executable, "-m", "pipeline", "generate", "--history", history]
+            if subprocess.run(command, env=env, check=False).returncode != 0:
+                raise NibbleError("writing the history failed; see the generator's error above")
+        _step("6/7 applying the Superset dashboards (dashboards/)")
+        login = superset_login(settings)
+        for change in dashboards.apply(
+            settings, dashboards.Superset(login.url, login.user, login.password), DASHBOARDS
+        ):
+            _step(f"     {change}")
+        _step(f"     open {login.url}/dashboard/list/ and log in as {login.user} / {login.password}")
+    except BaseException:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(60)
+        raise
     started_ms = int(time.time() * 1000)
-    _step(f"5/5 generating about {rate:.0f} events/s for {duration_s:.0f} s (a simulated minute per second)")
+    _step(f"7/7 generating about {rate:.0f} events/s of live traffic for {duration_s:.0f} s")
     generator = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "generate", "--rate", str(rate), "--duration", str(duration_s)],
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
     clear = "\033[H\033[J" if sys.stdout.isatty() else ""
     try:
         while generator.poll() is None:
@@ -98,7 +129,8 @@ def run_demo(settings: Settings, rate: float, duration_s: float) -> int:
         )
         return 1
     print(
-        "\nThe stack keeps running. Query further with, for example:\n"
+        f"\nThe stack keeps running. Dashboards (refreshing every minute): {login.url}/dashboard/list/ "
+        f"(login {login.user} / {login.password}).\nQuery further with, for example:\n"
         "  .venv/bin/nibble query gmv_by_city --grain hour\n"
         "  .venv/bin/nibble query delivery_time_percentiles --format csv\n"
         "  .venv/bin/nibble query --help            (every query and what it answers)\n"

@@ -56,6 +56,7 @@ STEP_MINUTES = {
     "deliver": ("confirm", 25, 45),
 }
 PROMISED_MINUTES = 45  # the time promised to the customer, after placement
+STEP_ORDER = ["cancel", "confirm", "assign", "ready", "pickup", "deliver"]  # lifecycle order, for `advance`
 # Relative demand by hour of the day (local time of the cities, about UTC+1): lunch and dinner peaks.
 HOURLY_DEMAND = [
     0.10, 0.05, 0.03, 0.02, 0.02, 0.03, 0.06, 0.12, 0.20, 0.25, 0.35, 0.60,
@@ -247,39 +248,46 @@ class Generator:
         return orders
 
     def advance(self, conn: psycopg.Connection, until: datetime) -> int:
-        """Write every step scheduled at or before `until`, oldest first; returns how many were written."""
-        written = 0
-        for due in sorted(t for t in self.schedule if t <= until):
-            for step, orders in self.schedule.pop(due).items():
-                getattr(self, f"_step_{step}")(conn, orders, due)
-                written += len(orders)
-        return written
+        """Write every step scheduled at or before `until`: one statement set per kind of step, each order
+        with its own time, steps in lifecycle order (an order confirmed and assigned in the same call is
+        confirmed first). Returns how many steps were written."""
+        due: dict[str, tuple[list[Order], list[datetime]]] = {step: ([], []) for step in STEP_ORDER}
+        for at in sorted(t for t in self.schedule if t <= until):
+            for step, orders in self.schedule.pop(at).items():
+                due[step][0].extend(orders)
+                due[step][1].extend([at] * len(orders))
+        for step in STEP_ORDER:
+            orders, times = due[step]
+            if orders:
+                getattr(self, f"_step_{step}")(conn, orders, times)
+        return sum(len(orders) for orders, _ in due.values())
 
     def _orders(self, conn: psycopg.Connection, orders: list[Order], status: str) -> None:
         conn.execute("UPDATE order_service.orders SET status = %s WHERE id = ANY(%s)", (status, [o.id for o in orders]))
 
-    def _step_cancel(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+    def _step_cancel(self, conn: psycopg.Connection, orders: list[Order], times: list[datetime]) -> None:
         conn.execute(
             "UPDATE order_service.orders SET status = 'cancelled', cancel_reason = 'restaurant_unavailable' "
             "WHERE id = ANY(%s)",
             ([o.id for o in orders],),
         )
         conn.execute(
-            "UPDATE order_service.payments SET status = 'refunded', refunded_at = %s WHERE order_id = ANY(%s)",
-            (at, [o.id for o in orders]),
+            "UPDATE order_service.payments p SET status = 'refunded', refunded_at = c.at "
+            "FROM unnest(%s::uuid[], %s::timestamptz[]) AS c(id, at) WHERE p.order_id = c.id",
+            ([o.id for o in orders], times),
         )
 
-    def _step_confirm(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+    def _step_confirm(self, conn: psycopg.Connection, orders: list[Order], times: list[datetime]) -> None:
         self._orders(conn, orders, "confirmed")
         conn.execute(
             "INSERT INTO driver_service.deliveries (id, order_id, restaurant_id, city, pickup_location, "
             "dropoff_location, promised_at, created_at) "
             "SELECT id, oid, rid, city, ST_SetSRID(ST_MakePoint(plon, plat), 4326)::geography, "
-            "ST_SetSRID(ST_MakePoint(dlon, dlat), 4326)::geography, promised, %s "
+            "ST_SetSRID(ST_MakePoint(dlon, dlat), 4326)::geography, promised, at "
             "FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::float8[], %s::float8[], "
-            "%s::float8[], %s::float8[], %s::timestamptz[]) AS d(id, oid, rid, city, plat, plon, dlat, dlon, promised)",
+            "%s::float8[], %s::float8[], %s::timestamptz[], %s::timestamptz[]) "
+            "AS d(id, oid, rid, city, plat, plon, dlat, dlon, promised, at)",
             (
-                at,
                 [o.delivery_id for o in orders],
                 [o.id for o in orders],
                 [o.restaurant.id for o in orders],
@@ -289,55 +297,60 @@ class Generator:
                 [o.lat for o in orders],
                 [o.lon for o in orders],
                 [o.placed_at + timedelta(minutes=PROMISED_MINUTES) / self.time_scale for o in orders],
+                times,
             ),
         )
 
-    def _step_assign(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+    def _step_assign(self, conn: psycopg.Connection, orders: list[Order], times: list[datetime]) -> None:
         for order in orders:
             order.driver_id = self.rng.choice(self.world.drivers[order.restaurant.city])
         self._orders(conn, orders, "preparing")
         conn.execute(
-            "UPDATE driver_service.deliveries d SET driver_id = a.driver, status = 'assigned', assigned_at = %s "
-            "FROM unnest(%s::uuid[], %s::uuid[]) AS a(id, driver) WHERE d.id = a.id",
-            (at, [o.delivery_id for o in orders], [o.driver_id for o in orders]),
+            "UPDATE driver_service.deliveries d SET driver_id = a.driver, status = 'assigned', assigned_at = a.at "
+            "FROM unnest(%s::uuid[], %s::uuid[], %s::timestamptz[]) AS a(id, driver, at) WHERE d.id = a.id",
+            ([o.delivery_id for o in orders], [o.driver_id for o in orders], times),
         )
 
-    def _step_ready(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+    def _step_ready(self, conn: psycopg.Connection, orders: list[Order], times: list[datetime]) -> None:
         self._orders(conn, orders, "ready_for_pickup")
 
-    def _step_pickup(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+    def _step_pickup(self, conn: psycopg.Connection, orders: list[Order], times: list[datetime]) -> None:
         self._orders(conn, orders, "picked_up")
         conn.execute(
-            "UPDATE driver_service.deliveries SET status = 'picked_up', picked_up_at = %s WHERE id = ANY(%s)",
-            (at, [o.delivery_id for o in orders]),
+            "UPDATE driver_service.deliveries d SET status = 'picked_up', picked_up_at = p.at "
+            "FROM unnest(%s::uuid[], %s::timestamptz[]) AS p(id, at) WHERE d.id = p.id",
+            ([o.delivery_id for o in orders], times),
         )
-        self._pings(conn, orders, at, pickup=True)
+        self._pings(conn, orders, times, pickup=True)
 
-    def _step_deliver(self, conn: psycopg.Connection, orders: list[Order], at: datetime) -> None:
+    def _step_deliver(self, conn: psycopg.Connection, orders: list[Order], times: list[datetime]) -> None:
         self._orders(conn, orders, "delivered")
         conn.execute(
-            "UPDATE driver_service.deliveries SET status = 'delivered', delivered_at = %s, "
-            "distance_m = ST_Distance(pickup_location, dropoff_location) * 1.3 WHERE id = ANY(%s)",
-            (at, [o.delivery_id for o in orders]),
+            "UPDATE driver_service.deliveries d SET status = 'delivered', delivered_at = h.at, "
+            "distance_m = ST_Distance(pickup_location, dropoff_location) * 1.3 "
+            "FROM unnest(%s::uuid[], %s::timestamptz[]) AS h(id, at) WHERE d.id = h.id",
+            ([o.delivery_id for o in orders], times),
         )
         conn.execute(
-            "UPDATE order_service.payments SET status = 'captured', captured_at = %s WHERE order_id = ANY(%s)",
-            (at, [o.id for o in orders]),
+            "UPDATE order_service.payments p SET status = 'captured', captured_at = c.at "
+            "FROM unnest(%s::uuid[], %s::timestamptz[]) AS c(id, at) WHERE p.order_id = c.id",
+            ([o.id for o in orders], times),
         )
-        self._pings(conn, orders, at, pickup=False)
+        self._pings(conn, orders, times, pickup=False)
 
-    def _pings(self, conn: psycopg.Connection, orders: list[Order], at: datetime, pickup: bool) -> None:
+    def _pings(self, conn: psycopg.Connection, orders: list[Order], times: list[datetime], pickup: bool) -> None:
         points = [(o.restaurant.lat, o.restaurant.lon) if pickup else (o.lat, o.lon) for o in orders]
         conn.execute(
             "INSERT INTO driver_service.driver_location_pings (driver_id, delivery_id, location, speed_mps, "
-            "recorded_at) SELECT drv, del, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, 4.5, %s "
-            "FROM unnest(%s::uuid[], %s::uuid[], %s::float8[], %s::float8[]) AS p(drv, del, lat, lon)",
+            "recorded_at) SELECT drv, del, ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, 4.5, at "
+            "FROM unnest(%s::uuid[], %s::uuid[], %s::float8[], %s::float8[], %s::timestamptz[]) "
+            "AS p(drv, del, lat, lon, at)",
             (
-                at,
                 [o.driver_id for o in orders],
                 [o.delivery_id for o in orders],
                 [p[0] for p in points],
                 [p[1] for p in points],
+                times,
             ),
         )
 
@@ -364,8 +377,9 @@ class Generator:
 
     def run_history(self, span: timedelta, peak_per_minute: float, end: datetime | None = None) -> int:
         """The `span` before `end` (default: now), as fast as the database goes: orders at `demand` times
-        `peak_per_minute`, one commit per simulated hour. Placing stops an hour before `end`, so every
-        lifecycle ends before it; returns the orders placed."""
+        `peak_per_minute`, placed minute by minute, their later steps written every ten simulated minutes
+        (each with its own time), one commit per simulated hour. Placing stops an hour before `end`, so
+        every lifecycle ends before it; returns the orders placed."""
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
         at = end - span
         placed, carry = 0, 0.0
@@ -374,7 +388,8 @@ class Generator:
                 self.build_world(conn)
                 conn.commit()
             while at < end - timedelta(hours=1):
-                self.advance(conn, at)
+                if at.minute % 10 == 0:
+                    self.advance(conn, at)
                 carry += peak_per_minute * demand(at)
                 count, carry = int(carry), carry - int(carry)
                 if count:
