@@ -9,7 +9,7 @@ NIBBLE := $(VENV)/bin/nibble
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,pandas]'
 	touch $@
 
 setup: $(VENV)/.installed

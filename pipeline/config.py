@@ -46,6 +46,8 @@ class Endpoints(BaseSettings):
     kafka_bootstrap_servers: str = ""
     pinot_controller_url: str = ""
     pinot_broker_url: str = ""
+    # A library query that takes longer is cancelled by Pinot and reported as a timeout.
+    pinot_query_timeout_ms: int = Field(10_000, ge=1)
     # The Kafka address as Pinot's servers reach it (in docker-compose.yml: kafka:29092); default: as we do.
     pinot_kafka_broker_list: str = ""
     topic_prefix: str = ""  # prepended to every topic name; lets tests use topics of their own

@@ -27,6 +27,10 @@ class UsageError(NibbleError):
     exit_code = 2
 
 
+class QueryFailed(NibbleError):
+    """Pinot could not answer a library query: unreachable, out of time, or its tables differ from ours."""
+
+
 class ServiceFailed(NibbleError):
     """A service the command needs did not answer, or refused what was asked of it."""
 

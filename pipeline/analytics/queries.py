@@ -2,7 +2,8 @@
 
 Values only ever travel as bound parameters (pinotdb's `%(name)s`, which quotes and escapes them). A line
 ending in `-- if NAME` is an optional filter: kept when NAME is given, dropped when it is not; the SQL text
-itself never comes from user input.
+itself never comes from user input. Each file's `-- columns:` line gives every result column a kind, and
+answers come back as Python values of that kind (see KINDS).
 """
 
 from __future__ import annotations
@@ -12,15 +13,48 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import UsageError
+import httpx
+import pinotdb.exceptions
+
+from connectors.pinot import broker_connection
+from pipeline.analytics.moments import parse_moment
+from pipeline.config import Settings, load_settings
+from pipeline.errors import QueryFailed, UsageError
+
+if TYPE_CHECKING:
+    import pandas
 
 QUERIES_DIR = Path(__file__).resolve().parent / "queries"
 OPTIONAL_LINE = re.compile(r"\s*-- if (\w+)\s*$")
+COLUMNS_LINE = "-- columns:"
 PARAMETER = re.compile(r"%\((\w+)\)s")
 NUMBERS = ("lat", "lon", "radius_m")  # the library's numeric parameters besides the window and the limit
 GRAINS = {"minute": "MINUTE", "hour": "HOUR", "day": "DAY"}
+# What each kind of column holds in a Result: the unit is part of the column's name where there is one.
+KINDS = {
+    "text": "str",
+    "time": "datetime (UTC)",
+    "money": "int cents (float for a mean)",
+    "count": "int",
+    "ratio": "float, 0..1",
+    "number": "float",
+    "coordinate": "float, degrees",
+}
+# Pinot's stand-ins for "no value": the default null of a LONG time column and of a STRING column.
+NULL_MILLIS = -(2**63)
+NULL_TEXT = "null"
+# Pinot's error codes for a query that ran out of time: broker timeout, server execution timeout.
+TIMEOUT_CODES = {250, 400}
+# Unknown column or table: the checked-in tables and the ones Pinot serves differ.
+SCHEMA_CODES = {190, 710}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -28,17 +62,27 @@ class Query:
     name: str
     description: str
     sql: str
+    columns: tuple[Column, ...]
 
     @classmethod
     def load(cls, path: Path) -> Query:
-        text = path.read_text()
-        header = [line[3:] for line in text.splitlines() if line.startswith("-- ")]
-        body = "\n".join(line for line in text.splitlines() if not line.startswith("-- "))
-        return cls(path.stem, " ".join(header), body)
+        lines = path.read_text().splitlines()
+        declared = next(line for line in lines if line.startswith(COLUMNS_LINE))
+        columns = tuple(Column(*item.split()) for item in declared.removeprefix(COLUMNS_LINE).split(","))
+        unknown = {c.kind for c in columns} - set(KINDS)
+        if unknown:
+            raise ValueError(f"{path.name}: unknown column kind {', '.join(sorted(unknown))}")
+        header = [line[3:] for line in lines if line.startswith("-- ") and line is not declared]
+        body = "\n".join(line for line in lines if not line.startswith("-- "))
+        return cls(path.stem, " ".join(header), body, columns)
 
     @property
     def parameters(self) -> set[str]:
         return set(PARAMETER.findall(self.sql))
+
+    @property
+    def optional(self) -> set[str]:
+        return {m.group(1) for line in self.sql.splitlines() if (m := OPTIONAL_LINE.search(line))}
 
     def render(self, params: dict[str, Any]) -> str:
         """The SQL with optional filters whose parameter is missing dropped (values stay parameters)."""
@@ -58,29 +102,105 @@ def library() -> dict[str, Query]:
 
 @dataclass(frozen=True)
 class Result:
-    columns: list[str]
+    """One answer: typed columns, rows of Python values, the window it covers and the broker's own time."""
+
+    name: str
+    columns: tuple[Column, ...]
     rows: list[list[Any]]
+    since: datetime | None  # None for a query about "right now"
+    until: datetime | None
+    broker_ms: int
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """The rows as a DataFrame (needs the `pandas` extra: pip install 'nibble-pipeline[pandas]')."""
+        try:
+            import pandas
+        except ImportError:
+            raise UsageError("to_pandas needs pandas: pip install 'nibble-pipeline[pandas]'") from None
+        frame = pandas.DataFrame.from_records(self.rows, columns=[c.name for c in self.columns])
+        for column in self.columns:
+            if column.kind == "time":
+                frame[column.name] = pandas.to_datetime(frame[column.name], utc=True)
+            elif column.kind == "count":
+                frame[column.name] = frame[column.name].astype("Int64")
+        return frame
 
 
-def run_query(cursor: Any, name: str, **params: Any) -> Result:
-    """Run library query `name`; `since`/`until` are datetimes (default: the last 24 hours)."""
-    query = library()[name]
-    until = params.pop("until", None) or datetime.now(UTC)
-    since = params.pop("since", None) or until - timedelta(days=1)
+def run(name: str, settings: Settings | None = None, **params: Any) -> Result:
+    """Run library query `name` against the broker of `settings` (default: the NIBBLE_* environment).
+
+    `since`/`until` take datetimes or the CLI's forms (`-2h`, `-7d`, `today`, ISO); default the last 24 h.
+    """
+    settings = settings or load_settings()
+    connection = broker_connection(settings.endpoints.pinot_broker_url, settings.endpoints.pinot_query_timeout_ms)
+    return run_query(connection.cursor(), name, settings=settings, **params)
+
+
+def run_query(cursor: Any, name: str, settings: Settings | None = None, **params: Any) -> Result:
+    """Run library query `name` on a pinotdb cursor; `settings` only words the errors."""
+    queries = library()
+    if name not in queries:
+        raise UsageError(f"no query {name!r} in the library; there are {', '.join(queries)}")
+    query = queries[name]
+    now = datetime.now(UTC)
+    until = _moment(params.pop("until", None), now) or now
+    since = _moment(params.pop("since", None), now) or until - timedelta(days=1)
+    if since >= until:
+        raise UsageError(f"the window is empty: since {since.isoformat()} is not before until {until.isoformat()}")
     values = {"since": _millis(since), "until": _millis(until), "limit": 100, **params}
     _check_values(values)
     if "grain" in values:
+        if values["grain"] not in GRAINS:
+            raise UsageError(f"grain {values['grain']!r}: use one of {', '.join(GRAINS)}")
         values["grain"] = GRAINS[values["grain"]]
-    missing = {p for p in query.parameters if values.get(p) is None} - _optional(query)
+    missing = {p for p in query.parameters if values.get(p) is None} - query.optional
     if missing:
         raise UsageError(f"query {name} needs {', '.join(sorted(missing))}")
     sql = query.render(values)
-    cursor.execute(sql, {k: v for k, v in values.items() if k in PARAMETER.findall(sql)})
-    return Result([d[0] for d in cursor.description], [list(row) for row in cursor.fetchall()])
+    try:
+        cursor.execute(sql, {k: v for k, v in values.items() if k in PARAMETER.findall(sql)})
+        raw = cursor.fetchall()
+    except (pinotdb.exceptions.Error, httpx.HTTPError) as exc:
+        response = (getattr(cursor, "raw_query_response", None) or {}).get("response")
+        errors = response.get("exceptions", []) if isinstance(response, dict) else []
+        endpoints = (settings or load_settings()).endpoints
+        broker, timeout_ms = endpoints.pinot_broker_url, endpoints.pinot_query_timeout_ms
+        raise failure(exc, errors, name, broker, timeout_ms) from None
+    returned = [d[0] for d in cursor.description]
+    if returned != [c.name for c in query.columns]:
+        raise QueryFailed(f"query {name} answered columns {returned}, but {name}.sql declares {query.columns}")
+    rows = [[_value(value, column.kind) for value, column in zip(row, query.columns, strict=True)] for row in raw]
+    window = (since, until) if "since" in query.parameters else (None, None)
+    return Result(name, query.columns, rows, *window, int(getattr(cursor, "timeUsedMs", -1)))
 
 
-def _optional(query: Query) -> set[str]:
-    return {m.group(1) for line in query.sql.splitlines() if (m := OPTIONAL_LINE.search(line))}
+def failure(exc: Exception, errors: list[dict[str, Any]], name: str, broker: str, timeout_ms: int) -> QueryFailed:
+    """One line naming the broker and the setting that fixes it; `errors` are Pinot's own `exceptions`."""
+    codes = {int(e.get("errorCode", -1)) for e in errors}
+    if isinstance(exc, httpx.TimeoutException) or codes & TIMEOUT_CODES:
+        return QueryFailed(
+            f"the Pinot broker at {broker} did not answer query {name} within "
+            f"NIBBLE_PINOT_QUERY_TIMEOUT_MS={timeout_ms} ms; raise it or narrow the window"
+        )
+    if isinstance(exc, httpx.TransportError):
+        return QueryFailed(
+            f"the Pinot broker at {broker} is unreachable ({type(exc).__name__}: {exc}); "
+            "check that it runs and that NIBBLE_PINOT_BROKER_URL points at it"
+        )
+    detail = _first_reason(errors[0]["message"]) if errors else " ".join(str(exc).split())[:300]
+    if codes & SCHEMA_CODES:
+        return QueryFailed(
+            f"the Pinot broker at {broker} refused query {name}: {detail}; the tables it serves differ from "
+            "pinot/ (run `nibble pinot apply`, or point NIBBLE_PINOT_BROKER_URL at this pipeline's Pinot)"
+        )
+    return QueryFailed(f"the Pinot broker at {broker} failed query {name}: {detail} (NIBBLE_PINOT_BROKER_URL)")
+
+
+def _first_reason(message: str) -> str:
+    """`UnknownColumnError:\\norg...BadQueryRequestException: Unknown columnName 'x' ...` -> the sentence."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    reason = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0] if lines else message
+    return reason.split("Exception: ", 1)[-1][:300]
 
 
 def _check_values(values: dict[str, Any]) -> None:
@@ -97,6 +217,29 @@ def _check_values(values: dict[str, Any]) -> None:
                 raise UsageError(f"{name} must be a finite number, not {value!r:.40}")
         elif type(value) is not str or value == "*":
             raise UsageError(f"{name} must be text other than a lone '*', not {value!r:.40}")
+
+
+def _value(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "text":
+        return None if value == NULL_TEXT else str(value)
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):  # Pinot's aggregate over no rows
+        return None
+    if kind == "time":
+        return None if int(number) == NULL_MILLIS else datetime.fromtimestamp(int(number) / 1000, UTC)
+    if kind == "count":
+        return int(number)
+    if kind == "money":
+        return int(number) if number.is_integer() else number
+    return number
+
+
+def _moment(value: datetime | str | None, now: datetime) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    return parse_moment(value, now, UTC)
 
 
 def _millis(moment: datetime) -> int:

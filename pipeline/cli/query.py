@@ -1,16 +1,25 @@
-"""`nibble query NAME [--since T] [--until T] [--city C] ... [--format table|csv|json]`."""
+"""`nibble query NAME [--since T] [--until T] [--tz ZONE] [--city C] ... [--format table|csv|json]`.
+
+Table output is for reading: times in ISO 8601 in `--tz`, money in currency units with two decimals,
+counts with thousands separators, ratios as percentages. csv and json are for machines: exact integer
+cents (the column name says `_cents`), ratios as fractions, times in ISO 8601, nulls empty / null.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import sys
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, tzinfo
+from typing import Any
 
-from connectors.pinot import broker_connection
-from pipeline.analytics.queries import GRAINS, Result, library, run_query
+from pipeline.analytics.moments import FORMS, parse_moment, time_zone
+from pipeline.analytics.queries import GRAINS, Column, Result, library, run
 from pipeline.config import Settings
+
+NULL_SHOWN = "-"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="queries:\n" + "\n".join(f"  {q.name:<26}{q.description}" for q in queries.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # argparse reads an argument starting with "-" as a value only if it looks like a negative number:
+    # teach this parser that offsets such as `--since -2h` are values too.
+    parser._negative_number_matcher = re.compile(r"^-\d+([smhdw]|\.\d+)?$")
     parser.add_argument("name", choices=sorted(queries), metavar="NAME", help="the query (listed below)")
-    parser.add_argument("--since", type=datetime.fromisoformat, help="ISO time (default: 24 h before --until)")
-    parser.add_argument("--until", type=datetime.fromisoformat, help="ISO time (default: now)")
+    parser.add_argument("--since", help=f"start of the window: {FORMS} (default: 24 h before --until)")
+    parser.add_argument("--until", help="end of the window, same forms (default: now)")
+    parser.add_argument("--tz", default="UTC", help="time zone of times shown and of times typed (default UTC)")
     parser.add_argument("--city")
     parser.add_argument("--grain", choices=sorted(GRAINS), default="hour", help="time bucket of GMV queries")
     parser.add_argument("--limit", type=int, default=20)
@@ -31,35 +44,88 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lon", type=float)
     parser.add_argument("--radius-m", type=float, default=2000)
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run_command)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    params = {"since": _as_utc(args.since), "until": _as_utc(args.until), "city": args.city, "limit": args.limit}
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    zone = time_zone(args.tz)
+    now = datetime.now(UTC)
+    params: dict[str, Any] = {"city": args.city, "limit": args.limit}
+    for bound in ("since", "until"):
+        if getattr(args, bound) is not None:
+            params[bound] = parse_moment(getattr(args, bound), now, zone)
     query = library()[args.name]
     if "grain" in query.parameters:
         params["grain"] = args.grain
     if "lat" in query.parameters:
         params |= {"lat": args.lat, "lon": args.lon, "radius_m": args.radius_m}
-    cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
-    print_result(run_query(cursor, args.name, **params), args.format)
+    result = run(args.name, settings, **params)
+    print(render(result, args.format, zone), end="")
     return 0
 
 
-def print_result(result: Result, output_format: str) -> None:
+def render(result: Result, output_format: str, zone: tzinfo) -> str:
     if output_format == "json":
-        print(json.dumps([dict(zip(result.columns, row, strict=True)) for row in result.rows], indent=2))
-    elif output_format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
-    else:
-        widths = [max(len(str(v)) for v in [c, *(row[i] for row in result.rows)]) for i, c in enumerate(result.columns)]
-        print("  ".join(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)))
+        records = [
+            {c.name: _machine(v, c, zone) for c, v in zip(result.columns, row, strict=True)} for row in result.rows
+        ]
+        return json.dumps(records, indent=2) + "\n"
+    if output_format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(c.name for c in result.columns)
         for row in result.rows:
-            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
-        print(f"({len(result.rows)} rows)")
+            writer.writerow("" if v is None else _machine(v, c, zone) for c, v in zip(result.columns, row, strict=True))
+        return out.getvalue()
+    return _table(result, zone)
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+def _table(result: Result, zone: tzinfo) -> str:
+    headers = [_heading(c) for c in result.columns]
+    cells = [[_readable(v, c, zone) for c, v in zip(result.columns, row, strict=True)] for row in result.rows]
+    widths = [max(len(text) for text in [h, *(row[i] for row in cells)]) for i, h in enumerate(headers)]
+    right = [c.kind not in ("text", "time") for c in result.columns]
+
+    def line(texts: list[str]) -> str:
+        return "  ".join(t.rjust(w) if r else t.ljust(w) for t, w, r in zip(texts, widths, right, strict=True)).rstrip()
+
+    notes = [f"{len(result.rows)} rows"]
+    if result.since is not None and result.until is not None:
+        notes.append(f"{_iso(result.since, zone, 'seconds')} .. {_iso(result.until, zone, 'seconds')}")
+    if any(c.kind == "money" for c in result.columns):
+        notes.append("money in currency units")
+    notes.append(f"Pinot {result.broker_ms} ms")
+    lines = [line(headers), *(line(row) for row in cells), f"({'; '.join(notes)})"]
+    return "\n".join(lines) + "\n"
+
+
+def _heading(column: Column) -> str:
+    return column.name.removesuffix("_cents") if column.kind == "money" else column.name
+
+
+def _readable(value: Any, column: Column, zone: tzinfo) -> str:
+    if value is None:
+        return NULL_SHOWN
+    if column.kind == "time":
+        return _iso(value, zone)
+    if column.kind == "money":
+        return f"{value / 100:,.2f}"
+    if column.kind == "count":
+        return f"{value:,}"
+    if column.kind == "ratio":
+        return f"{value * 100:.1f}%"
+    if column.kind == "number":
+        return f"{value:,.2f}"
+    if column.kind == "coordinate":
+        return f"{value:.6f}"
+    return str(value)
+
+
+def _machine(value: Any, column: Column, zone: tzinfo) -> Any:
+    if value is not None and column.kind == "time":
+        return _iso(value, zone)
+    return value
+
+
+def _iso(moment: datetime, zone: tzinfo, timespec: str = "auto") -> str:
+    return moment.astimezone(zone).isoformat(timespec=timespec)

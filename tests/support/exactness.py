@@ -110,9 +110,11 @@ def assert_order_history_counted_once(ingested: Ingested) -> None:
 
 
 def q(ingested: Ingested, name: str, **params: Any) -> list[list]:
+    """The library's rows, its times back in epoch milliseconds as the PostgreSQL side computes them."""
     params.setdefault("since", ingested.since)
     params.setdefault("until", ingested.until)
-    return run_query(ingested.pinot, name, **params).rows
+    rows = run_query(ingested.pinot, name, **params).rows
+    return [[round(v.timestamp() * 1000) if isinstance(v, datetime) else v for v in row] for row in rows]
 
 
 def check_orders_per_minute(ingested: Ingested) -> None:

@@ -1,4 +1,5 @@
 -- Active deliveries right now by city and status: waiting for a driver, assigned, or on the road.
+-- columns: city text, status text, deliveries count
 SELECT city, status, COUNT(*) AS deliveries
 FROM deliveries
 WHERE status IN ('pending', 'assigned', 'picked_up')

@@ -1,4 +1,5 @@
 -- Active orders right now by city and status: placed but neither delivered nor cancelled.
+-- columns: city text, status text, orders count
 SELECT city, status, COUNT(*) AS orders
 FROM orders
 WHERE status NOT IN ('delivered', 'cancelled')

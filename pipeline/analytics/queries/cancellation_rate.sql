@@ -1,4 +1,5 @@
 -- Cancellation rate by restaurant: share of its orders placed in the window that ended cancelled.
+-- columns: restaurant_id text, restaurant_name text, orders count, cancelled count, cancellation_rate ratio
 SELECT restaurant_id, restaurant_name, COUNT(*) AS orders,
        SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
        SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) * 1.0 / COUNT(*) AS cancellation_rate

@@ -1,4 +1,5 @@
 -- Delivery time p50/p90/p99 by city and hour: minutes from delivery creation (order confirmed) to hand-over.
+-- columns: city text, hour time, deliveries count, p50_minutes number, p90_minutes number, p99_minutes number
 SELECT city, DATETRUNC('HOUR', delivered_at) AS hour, COUNT(*) AS deliveries,
        PERCENTILE(delivered_at - created_at, 50) / 60000 AS p50_minutes,
        PERCENTILE(delivered_at - created_at, 90) / 60000 AS p90_minutes,

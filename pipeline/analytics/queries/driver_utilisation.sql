@@ -1,5 +1,6 @@
 -- Driver utilisation: per driver, deliveries completed in the window and the share of the window spent on them
 -- (from assignment to hand-over).
+-- columns: driver_id text, city text, deliveries count, busy_minutes number, utilisation ratio
 SELECT driver_id, city, COUNT(*) AS deliveries,
        SUM(delivered_at - assigned_at) / 60000 AS busy_minutes,
        SUM(delivered_at - assigned_at) * 1.0 / (%(until)s - %(since)s) AS utilisation

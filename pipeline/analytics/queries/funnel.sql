@@ -1,5 +1,6 @@
 -- The order funnel for orders placed in the window: how many were placed, confirmed, picked up and delivered
 -- (one row per stage, from the de-duplicated event history, so each step counts once per order).
+-- columns: stage text, orders count
 SELECT status AS stage, COUNT(*) AS orders
 FROM order_events
 WHERE placed_at >= %(since)s AND placed_at < %(until)s

@@ -1,4 +1,5 @@
 -- Late deliveries by city: how many were delivered after the time promised to the customer.
+-- columns: city text, delivered count, late count, late_share ratio
 SELECT city, COUNT(*) AS delivered,
        SUM(CASE WHEN delivered_at > promised_at THEN 1 ELSE 0 END) AS late,
        SUM(CASE WHEN delivered_at > promised_at THEN 1 ELSE 0 END) * 1.0 / COUNT(*) AS late_share

@@ -1,4 +1,5 @@
 -- Orders per minute by status (time series): orders placed each minute, split by the status they are in now.
+-- columns: minute time, status text, orders count
 SELECT DATETRUNC('MINUTE', placed_at) AS minute, status, COUNT(*) AS orders
 FROM orders
 WHERE placed_at >= %(since)s AND placed_at < %(until)s
