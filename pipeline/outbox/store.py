@@ -72,6 +72,11 @@ class OutboxStore:
     def _keys(self, **values: object) -> dict[str, object]:
         return {"lease_class": FENCE_CLASS, "lane_class": LANE_CLASS, "schema": self.schema, **values}
 
+    @staticmethod
+    def prepare_session(conn: psycopg.Connection) -> None:
+        """Settings of the relay's own session (why: sql/relay_session.sql)."""
+        conn.execute(sql_file(__package__, "relay_session"))
+
     def lane_state(self, conn: psycopg.Connection, application_name: str) -> LaneState:
         row = conn.execute(self._sql("lane_state"), self._keys(application=application_name)).fetchone()
         lane_count, relays, lanes, holders, fence_requested = row

@@ -27,15 +27,15 @@ def backlog(db: str, schema: str = "order_service") -> int:
 
 def lane_shares(services, db: str) -> list[list[int]]:
     """Per outbox, how many lanes each relay holds (sorted), from `nibble relay status --json`."""
-    status = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "pipeline", "relay", "status", "--json"],
-            env={**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "relay", "status", "--json"],
+        env={**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db},
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
     return [sorted(len(lanes) for lanes in row["lanes_by_relay_pid"].values()) for row in status]
 
 

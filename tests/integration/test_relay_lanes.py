@@ -1,0 +1,125 @@
+"""Several relays sharing the outboxes' lanes, against the real PostgreSQL and Kafka: kill -9 of one
+mid-drain, a relay joining, a poison event inside a shared lane, a lane-count switch under load."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from pipeline.outbox.store import OutboxStore
+from tests.integration.test_relay import assert_complete_and_ordered, backlog, lane_shares
+from tests.support.kafka_reader import read_topic
+from tests.support.polling import wait_until
+from tests.support.workload import EVENTS_PER_ORDER, advance, full_lifecycle, place_orders
+
+
+@pytest.mark.parametrize("relays", [2, 3])
+def test_relays_share_the_lanes_and_a_kill_9_loses_nothing(services, db, prefix, start_relay, relays: int) -> None:
+    orders = 10_000
+    order_ids = full_lifecycle(db, orders)
+    total = orders * EVENTS_PER_ORDER
+    batch = 500
+    running = [start_relay(relay_batch_size=str(batch)) for _ in range(relays)]
+    # Before the kill every relay publishes: 8 lanes split 4/4 or 3/3/2.
+    expected_shares = sorted([8 // relays + (1 if i < 8 % relays else 0) for i in range(relays)])
+    wait_until(lambda: lane_shares(services, db)[0] == expected_shares, timeout_s=30, what="the lanes to be shared")
+    wait_until(lambda: backlog(db) < total * 0.7, what="the drain to be under way")
+    running[0].kill()
+    assert 0 < backlog(db) < total, "the kill must land mid-drain"
+    wait_until(lambda: backlog(db) == 0, what="the survivors to take the dead relay's lanes and drain")
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", total)
+    counts = assert_complete_and_ordered(received, order_ids)
+    duplicates = sum(n - 1 for n in counts.values())
+    # Only the batch the killed relay had in flight (its lanes' rows) can be sent twice, with the same ids.
+    assert duplicates <= batch
+    assert len(received) == total + duplicates
+    assert all(relay.terminate() == 0 for relay in running[1:])
+
+
+def test_a_new_relay_takes_a_fair_share_without_a_restart(services, db, prefix, start_relay) -> None:
+    first = start_relay(relay_poll_interval_s="0.2")
+    wait_until(lambda: lane_shares(services, db) == [[8]] * 3, timeout_s=30, what="one relay to hold every lane")
+    start_relay(relay_poll_interval_s="0.2")
+    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=30, what="a fair share for the second")
+    start_relay(relay_poll_interval_s="0.2")
+    wait_until(lambda: lane_shares(services, db) == [[2, 3, 3]] * 3, timeout_s=30, what="a fair share for the third")
+    order_ids = full_lifecycle(db, 300)
+    wait_until(lambda: backlog(db) == 0, what="three relays to drain")
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 300 * EVENTS_PER_ORDER)
+    counts = assert_complete_and_ordered(received, order_ids)
+    assert set(counts.values()) == {1}
+    assert first.terminate() == 0
+
+
+def test_a_poison_event_parks_only_its_aggregate_and_its_lane_flows(services, db, prefix, start_relay) -> None:
+    with psycopg.connect(db) as conn:
+        (poisoned,) = place_orders(conn, 1)
+        conn.execute(
+            "UPDATE order_service.outbox SET payload = jsonb_set(payload, '{item_count}', '\"many\"') "
+            "WHERE aggregate_id = %s",
+            (poisoned,),
+        )
+        advance(conn, [poisoned], "confirmed")  # a later event of the same order: must wait behind it
+    healthy = full_lifecycle(db, 80)
+    store = OutboxStore("order_service")
+    with psycopg.connect(db) as conn:
+        lane = store.lane_of(conn, str(poisoned), 8)
+        neighbours = [order for order in healthy if store.lane_of(conn, str(order), 8) == lane]
+    assert neighbours, "some healthy order shares the poisoned order's lane"
+    start_relay(relay_poll_interval_s="0.2")
+    start_relay(relay_poll_interval_s="0.2")
+    wait_until(lambda: backlog(db) == 1, what="everything but the parked event to drain")
+    with psycopg.connect(db) as conn:
+        parked = conn.execute("SELECT aggregate_id, event_type FROM order_service.outbox").fetchall()
+        dead = conn.execute("SELECT aggregate_id, event_type FROM order_service.outbox_dead_letter").fetchall()
+    assert parked == [(poisoned, "OrderStatusChanged")] and dead == [(poisoned, "OrderPlaced")]
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 80 * EVENTS_PER_ORDER)
+    assert_complete_and_ordered(received, healthy)  # the poisoned order's lane neighbours among them
+    assert {str(order) for order in neighbours} <= {m.key for m in received}
+
+
+def test_a_lane_count_switch_under_load_keeps_per_aggregate_order(services, db, prefix, start_relay) -> None:
+    relays = [start_relay(relay_batch_size="500", relay_poll_interval_s="0.2") for _ in range(2)]
+    wait_until(lambda: lane_shares(services, db)[0] == [4, 4], timeout_s=30, what="the lanes to be shared")
+    written: list[uuid.UUID] = []
+    writer = threading.Thread(target=lambda: [written.extend(full_lifecycle(db, 500)) for _ in range(8)])
+    writer.start()
+    wait_until(lambda: len(written) >= 1000, what="the writer to be under way")
+    env = {**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db}  # the owner changes the count
+    switch = subprocess.run(
+        [sys.executable, "-m", "pipeline", "relay", "lanes", "--outbox", "order_service", "--set", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert switch.returncode == 0, switch.stderr
+    assert switch.stdout.strip() == "order_service: 8 -> 3 lanes; relays rejoin within a second"
+    writer.join()
+    wait_until(lambda: backlog(db) == 0, what="the drain under the new lane count")
+    assert lane_shares(services, db)[0] == [1, 2]
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", len(written) * EVENTS_PER_ORDER)
+    counts = assert_complete_and_ordered(received, written)
+    assert set(counts.values()) == {1}  # relays left between batches: nothing was sent twice
+    assert all(relay.terminate() == 0 for relay in relays)
+
+
+def test_the_relay_role_cannot_switch_the_lane_count(services, db) -> None:
+    env = {**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": services.relay_url_for(db.rsplit("/", 1)[1])}
+    switch = subprocess.run(
+        [sys.executable, "-m", "pipeline", "relay", "lanes", "--outbox", "order_service", "--set", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert switch.returncode == 1
+    assert switch.stderr.strip().splitlines() == [
+        "nibble relay: permission denied for table outbox_lanes: run it as the database owner"
+    ]
