@@ -18,7 +18,7 @@ WITH placed AS (
     INSERT INTO order_service.orders
         (id, user_id, restaurant_id, restaurant_name, city, cuisine, delivery_fee, tip, delivery_location,
          promised_at)
-    SELECT id, gen_random_uuid(), gen_random_uuid(), 'Bench Bistro', 'Berlin', 'thai', 2.49, 1.00,
+    SELECT id, gen_random_uuid(), gen_random_uuid(), 'Bench Bistro', %(city)s, 'thai', 2.49, 1.00,
            'SRID=4326;POINT(13.40 52.52)', now() + interval '35 minutes'
     FROM unnest(%(ids)s::uuid[]) AS id
     RETURNING id
@@ -28,10 +28,10 @@ SELECT id, gen_random_uuid(), 'Pad thai', 2, 11.25, '{"spice": "medium"}' FROM p
 """
 
 
-def place_orders(conn: psycopg.Connection, count: int) -> list[uuid.UUID]:
+def place_orders(conn: psycopg.Connection, count: int, city: str = "Berlin") -> list[uuid.UUID]:
     """Insert `count` orders with items in one statement pair: one OrderPlaced each. Returns their ids."""
     ids = [uuid.uuid4() for _ in range(count)]
-    conn.execute(PLACE_ORDERS, {"ids": ids})
+    conn.execute(PLACE_ORDERS, {"ids": ids, "city": city})
     return ids
 
 

@@ -10,7 +10,7 @@ import pandas  # the `pandas` extra, which `make setup` installs
 import pinotdb.exceptions
 import pytest
 
-from pipeline.analytics.queries import KINDS, Column, Result, _value, failure, library
+from pipeline.analytics.queries import CONVERTERS, KINDS, Column, Result, _value, failure, library
 
 BROKER = "http://127.0.0.1:8099"
 
@@ -18,7 +18,7 @@ BROKER = "http://127.0.0.1:8099"
 def test_every_query_declares_a_known_kind_for_each_column() -> None:
     for query in library().values():
         assert query.columns, query.name
-        assert {c.kind for c in query.columns} <= set(KINDS), query.name
+        assert {c.kind for c in query.columns} <= set(KINDS) == set(CONVERTERS), query.name
         assert "columns:" not in query.description, query.name
 
 
