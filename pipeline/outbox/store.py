@@ -22,9 +22,10 @@ FENCE_CLASS = 0x6E62
 LANE_CLASS = 0x6E63
 
 
-@dataclass(frozen=True)
+@dataclass
 class OutboxRow:
-    """One outbox row as claim_batch.sql reads it; the payload is the jsonb as text (the codec parses it)."""
+    """One outbox row as claim_batch.sql reads it; the payload is the jsonb as text (the codec parses it).
+    Not frozen: a frozen dataclass's __init__ costs ~1 us more per row, and the claim builds 5,000 a batch."""
 
     position: int
     event_id: str
