@@ -100,6 +100,7 @@ class Relay:
             except (DeliveryFailed, KafkaException) as exc:
                 metrics.ERRORS.labels("kafka").inc()
                 log.warning("Kafka unavailable; backlog kept in PostgreSQL", extra={"error": str(exc)})
+                self._refresh_backlog_without_kafka()
                 backoff = self._sleep_backoff(backoff)
         if self.producer is not None:
             # Empty unless a batch was abandoned at stop; its rows stay in the outbox for the next relay.
@@ -219,6 +220,16 @@ class Relay:
             metrics.BACKLOG_ROWS.labels(schema).set(backlog.rows)
             metrics.OLDEST_AGE.labels(schema).set(backlog.oldest_age_s)
             metrics.DEAD_LETTER_ROWS.labels(schema).set(backlog.dead_letter_rows)
+
+    def _refresh_backlog_without_kafka(self) -> None:
+        """While Kafka is away the loop never reaches its refresh, yet the backlog's age is what an operator
+        watches then: read it from PostgreSQL here too (a failure here is the next iteration's to handle)."""
+        if self.conn is None:
+            return
+        try:
+            self._refresh_backlog()
+        except psycopg.Error:
+            self._disconnect()
 
     # --- one batch -----------------------------------------------------------------------------------
 

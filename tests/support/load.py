@@ -1,0 +1,229 @@
+"""A pipeline under load for fault tests: a writer committing orders of a city of its own, a relay
+publishing them, Pinot ingesting them; then the exactness check (Pinot equals PostgreSQL) and the
+duplicate counts (in Kafka, in Pinot's answers).
+
+Every writer transaction also records the event ids it wrote in a table of the load's own database, so the
+expected set of events is exact even though the relay deletes outbox rows, and even when a COMMIT's answer
+is lost to a PostgreSQL restart (the writer cannot tell whether it happened; the table can).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pinotdb.exceptions
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.pinot import broker_connection
+from pipeline.contract.codec import Codec
+from tests.support.relay import RelayProcess
+from tests.support.services import Services
+
+PLACE = """
+WITH placed AS (
+    INSERT INTO order_service.orders
+        (id, user_id, restaurant_id, restaurant_name, city, cuisine, delivery_fee, tip, delivery_location,
+         promised_at)
+    SELECT id, gen_random_uuid(), gen_random_uuid(), 'Fault Kitchen', %(city)s, 'thai', 2.49, %(tip)s,
+           'SRID=4326;POINT(13.40 52.52)', now() + interval '35 minutes'
+    FROM unnest(%(ids)s::uuid[]) AS id
+    RETURNING id
+)
+INSERT INTO order_service.order_items (order_id, menu_item_id, name, quantity, unit_price, customizations)
+SELECT id, gen_random_uuid(), 'Pad thai', %(quantity)s, 11.25, '{}' FROM placed
+"""
+STEPS = ("confirmed", "preparing", "ready_for_pickup", "picked_up", "delivered")
+STEP = "UPDATE order_service.orders SET status = %s WHERE id = ANY(%s::uuid[])"
+RECORD_EVENTS = (
+    "INSERT INTO public.fault_events SELECT event_id FROM order_service.outbox WHERE txid = pg_current_xact_id()"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Writer:
+    """Commits a few orders and one lifecycle step of the earlier ones every tick, in one transaction."""
+
+    database_url: str
+    city: str
+    orders_per_tick: int = 4
+    tick_s: float = 0.2
+    last_commit: tuple[float, str] | None = None  # (monotonic time, an order id) of the newest commit
+    failed_ticks: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fault-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+
+    def _run(self) -> None:
+        rng = random.Random(13)
+        pending: dict[str, int] = {}  # order id -> index in STEPS of its next status
+        conn: psycopg.Connection | None = None
+        while not self._stop.is_set():
+            ids = [str(uuid.uuid4()) for _ in range(self.orders_per_tick)]
+            cancelled = {order_id for order_id in pending if rng.random() < 0.05}
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.database_url, connect_timeout=3)
+                self._tick(conn, ids, pending, cancelled, tip=rng.choice([0, 1, 2.5]))
+            except psycopg.Error:  # PostgreSQL away: this tick's changes are rolled back or never sent
+                self.failed_ticks += 1
+                conn = None
+                time.sleep(0.5)
+                continue
+            pending = {o: step + 1 for o, step in pending.items() if o not in cancelled and step + 1 < len(STEPS)}
+            pending.update(dict.fromkeys(ids, 0))
+            self.last_commit = (time.monotonic(), ids[-1])
+            self._stop.wait(self.tick_s)
+        if conn is not None:
+            conn.close()
+
+    def place(self, conn: psycopg.Connection, ids: list[str]) -> None:
+        """Orders placed in one transaction of their own, outside the ticks (a backlog to drain)."""
+        with conn.transaction():
+            conn.execute(PLACE, {"ids": ids, "city": self.city, "tip": 1, "quantity": 3})
+            conn.execute(RECORD_EVENTS)
+
+    def _tick(
+        self, conn: psycopg.Connection, ids: list[str], pending: dict[str, int], cancelled: set[str], tip: float
+    ) -> None:
+        """One transaction: new orders, each pending one a step further (one statement per step), some
+        cancelled, and the ids of the events all that wrote."""
+        with conn.transaction():
+            conn.execute(PLACE, {"ids": ids, "city": self.city, "tip": tip, "quantity": 2})
+            for index, status in enumerate(STEPS):
+                moving = [o for o, step in pending.items() if step == index and o not in cancelled]
+                if moving:
+                    conn.execute(STEP, (status, moving))
+            if cancelled:
+                conn.execute(
+                    "UPDATE order_service.orders SET status = 'cancelled', cancel_reason = 'customer' "
+                    "WHERE id = ANY(%s::uuid[])",
+                    (list(cancelled),),
+                )
+            conn.execute(RECORD_EVENTS)
+
+
+@dataclass
+class Load:
+    """A database of its own (`db`, its URL) and a city of its own on the shared tables and topics."""
+
+    services: Services
+    db: str
+    city: str
+    writer: Writer
+    relay: RelayProcess | None = None
+    metrics_port: int = 0
+    start_offsets: dict[int, int] = field(default_factory=dict)  # partition -> first offset of nibble.orders
+
+    def start_relay(self, **settings: str) -> None:
+        self.metrics_port = free_port()
+        self.relay = RelayProcess(self.services, self.db, relay_metrics_port=str(self.metrics_port), **settings)
+
+    def stop_relay(self) -> None:
+        if self.relay is not None and self.relay.running:
+            self.relay.terminate()
+
+    def committed_events(self) -> set[str]:
+        with psycopg.connect(self.db) as conn:
+            return {event_id for (event_id,) in conn.execute("SELECT event_id::text FROM public.fault_events")}
+
+    def backlog(self) -> int:
+        with psycopg.connect(self.db) as conn:
+            return conn.execute("SELECT count(*) FROM order_service.outbox").fetchone()[0]
+
+    def pinot(self, query: str, **params: Any) -> list[list[Any]]:
+        cursor = broker_connection(self.services.pinot_broker_url).cursor()
+        cursor.execute(query, params)
+        return [list(row) for row in cursor.fetchall()]
+
+    def pinot_has_order(self, order_id: str) -> bool:
+        try:
+            rows = self.pinot("SELECT COUNT(*) FROM order_events WHERE order_id = %(id)s", id=order_id)
+        except (pinotdb.exceptions.Error, httpx.HTTPError):  # the broker may still be on its way back
+            return False
+        return rows[0][0] > 0
+
+    def pinot_event_ids(self) -> Counter[str]:
+        rows = self.pinot("SELECT event_id FROM order_events WHERE city = %(city)s LIMIT 1000000", city=self.city)
+        return Counter(event_id for (event_id,) in rows)
+
+    def kafka_event_ids(self) -> Counter[str]:
+        """Event ids of this load's orders in nibble.orders since the load began, with their count."""
+        ours = self.committed_events()
+        return Counter(
+            event_id
+            for headers in read_headers(self.services.kafka_bootstrap, self.start_offsets)
+            if (event_id := headers.get("event_id")) in ours
+        )
+
+
+def end_offsets(bootstrap: str, topic: str = "nibble.orders") -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fault-{uuid.uuid4()}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        consumer.close()
+
+
+def read_headers(bootstrap: str, start: dict[int, int], topic: str = "nibble.orders") -> list[dict[str, str]]:
+    """Headers of every message from `start` offsets to the current end of each partition."""
+    return [headers for headers, _ in read_messages(bootstrap, start, topic)]
+
+
+def read_orders(bootstrap: str, start: dict[int, int], events: set[str]) -> list[tuple[str, str, int]]:
+    """(order id, event id, outbox position) of the order events among `events` since `start`, in partition
+    order (an order's events share a partition)."""
+    codec = Codec()
+    orders = []
+    for headers, value in read_messages(bootstrap, start, "nibble.orders"):
+        if headers.get("event_id") not in events:
+            continue
+        record = codec.decode(value, "order", int(headers["schema_version"]))
+        orders.append((str(record["order_id"]), headers["event_id"], record["outbox_position"]))
+    return orders
+
+
+def read_messages(bootstrap: str, start: dict[int, int], topic: str) -> list[tuple[dict[str, str], bytes]]:
+    """Headers and value of every message from `start` offsets to the current end of each partition."""
+    end = end_offsets(bootstrap, topic)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"fault-{uuid.uuid4()}", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
+    remaining = {p for p in end if end[p] > start.get(p, 0)}
+    messages: list[tuple[dict[str, str], bytes]] = []
+    deadline = time.monotonic() + 120
+    try:
+        while remaining and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():  # end of a partition, or a transient error
+                continue
+            messages.append(({k: v.decode() for k, v in message.headers() or []}, message.value()))
+            if message.offset() >= end[message.partition()] - 1:
+                remaining.discard(message.partition())
+    finally:
+        consumer.close()
+    return messages
