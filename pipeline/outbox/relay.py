@@ -83,6 +83,7 @@ class Relay:
                 self._ensure_kafka()
                 self._ensure_connected()
                 self._rebalance()
+                self.health.beat(self.publishing)  # the lanes just taken, before a first long batch
                 busy = False
                 for schema, held in self.lanes.items():
                     if held:

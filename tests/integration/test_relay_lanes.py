@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,6 +18,10 @@ from tests.integration.test_relay import assert_complete_and_ordered, backlog, l
 from tests.support.kafka_reader import read_topic
 from tests.support.polling import wait_until
 from tests.support.workload import EVENTS_PER_ORDER, advance, full_lifecycle, place_orders
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 @pytest.mark.parametrize("relays", [2, 3])
@@ -123,3 +128,25 @@ def test_the_relay_role_cannot_switch_the_lane_count(services, db) -> None:
     assert switch.stderr.strip().splitlines() == [
         "nibble relay: permission denied for table outbox_lanes: run it as the database owner"
     ]
+
+
+def test_processes_share_the_lanes_and_sigterm_stops_them_all(services, db, prefix, start_relay) -> None:
+    relay = start_relay(processes=2, relay_poll_interval_s="0.2")
+    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=30, what="two processes sharing lanes")
+    children = child_pids(relay.process.pid)
+    assert len(children) == 2
+    order_ids = full_lifecycle(db, 200)
+    wait_until(lambda: backlog(db) == 0, what="the two processes to drain")
+    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 200 * EVENTS_PER_ORDER)
+    assert set(assert_complete_and_ordered(received, order_ids).values()) == {1}
+    assert relay.terminate() == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
+def test_relay_processes_stop_when_their_supervisor_is_killed(services, db, start_relay) -> None:
+    relay = start_relay(processes=2)
+    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=30, what="two processes sharing lanes")
+    children = child_pids(relay.process.pid)
+    relay.kill()
+    wait_until(lambda: lane_shares(services, db) == [[]] * 3, timeout_s=30, what="the orphans to stop")
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout_s=30, what="exit")
