@@ -39,6 +39,8 @@ def test_every_stack_port_listens_on_loopback_only(services: Services) -> None:
         "pinot_controller_port": s.pinot_controller_port,
         "pinot_broker_port": s.pinot_broker_port,
         "pinot_server_admin_port": s.pinot_server_admin_port,
+        "redis_port": s.redis_port,
+        "superset_port": s.superset_port,
     }
     for setting, port in own.items():
         assert ports.get(port), f"nothing listens on {setting}={port}"
