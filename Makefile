@@ -4,7 +4,7 @@
 VENV := .venv
 NIBBLE := $(VENV)/bin/nibble
 
-.PHONY: demo test test-unit setup stack-up stack-down lint
+.PHONY: demo test test-unit setup stack-up stack-down lint browser
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,7 +27,12 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: stack-up lint
+# The browser the dashboard tests drive: Debian's chromium and chromedriver (never one a tool downloads).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+
+test: stack-up lint browser
 	CI=$${CI:-} $(VENV)/bin/pytest -p no:cacheprovider -ra
 
 # Pure logic only: no service is started (the inner loop, seconds).
