@@ -16,6 +16,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from connectors import postgres
 from connectors.pinot import broker_connection
 from pipeline.analytics import dashboards, tables
 from pipeline.analytics.dashboards import superset_login
@@ -63,11 +64,11 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _has_history(cursor: object) -> bool:
-    """Whether Pinot already holds orders placed more than a day ago (an earlier demo wrote history)."""
-    day_ago = int(time.time() * 1000) - 86_400_000
-    cursor.execute("SELECT COUNT(*) FROM orders WHERE placed_at < %(day_ago)s", {"day_ago": day_ago})  # type: ignore[attr-defined]
-    return cursor.fetchone()[0] > 0  # type: ignore[attr-defined]
+def _has_history(database_url: str) -> bool:
+    """Whether the demo's database already holds orders placed more than a day ago (an earlier demo's)."""
+    with postgres.connect(database_url, "nibble-demo") as conn:
+        row = conn.execute("SELECT 1 FROM order_service.orders WHERE placed_at < now() - interval '1 day' LIMIT 1")
+        return row.fetchone() is not None
 
 
 def run_demo(settings: Settings, rate: float, duration_s: float, history: str) -> int:
@@ -86,8 +87,8 @@ def run_demo(settings: Settings, rate: float, duration_s: float, history: str) -
         relay = subprocess.Popen([sys.executable, "-m", "pipeline", "relay"], env=env, stderr=log)
     cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
     try:
-        if _has_history(cursor):
-            _step("5/7 history: Pinot already holds past days (an earlier demo); not writing them again")
+        if _has_history(settings.endpoints.database_url):
+            _step("5/7 history: the database already holds past days (an earlier demo); not writing them again")
         else:
             _step(f"5/7 writing the last {history} of activity (lunch and dinner peaks, weekends)")
             command = [sys.executable, "-m", "pipeline", "generate", "--history", history]
