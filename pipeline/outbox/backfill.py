@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -25,6 +25,10 @@ from connectors.postgres import sql_file
 from pipeline.errors import NibbleError, UsageError
 
 LOCK_KEY = 0x6E62_6B66  # pg_try_advisory_lock key of a running backfill ("nbkf")
+# Bounds that keep the chunk queries plain index range scans (a NULL test would not): ids come from
+# gen_random_uuid(), never the nil uuid, and no row was updated before year 1.
+BEFORE_EVERY_ID = uuid.UUID(int=0)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,9 @@ class Backfill:
         else:
             conn.execute(_sql("backfill_progress_start"), {"table": spec.name, "since": since})
             last_id, rows_done, events = None, 0, 0
-        remaining = conn.execute(_sql("backfill_remaining", spec), {"after": last_id, "since": since}).fetchone()[0]
+        remaining = conn.execute(
+            _sql("backfill_remaining", spec), {"after": last_id or BEFORE_EVERY_ID, "since": since or EARLIEST}
+        ).fetchone()[0]
         total, started, rows_run = rows_done + remaining, time.monotonic(), 0
 
         def report(finished: bool = False) -> Progress:
@@ -151,7 +157,7 @@ class Backfill:
     ) -> tuple[uuid.UUID, int, int] | None:
         """Write the next chunk's snapshots and progress in one transaction; (last id, rows, events), or None
         when no row is left."""
-        params: dict[str, Any] = {"after": after, "since": since}
+        params: dict[str, Any] = {"after": after or BEFORE_EVERY_ID, "since": since or EARLIEST}
         while True:
             with conn.transaction():
                 locked = [

@@ -2,9 +2,9 @@
 -- committed since): the chunk is done only up to it.
 SELECT id
 FROM {table}
-WHERE (%(after)s::uuid IS NULL OR id > %(after)s)
+WHERE id > %(after)s
   AND id < %(last)s
   AND id <> ALL (%(locked)s::uuid[])
-  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)
+  AND updated_at >= %(since)s
 ORDER BY id
 LIMIT 1

@@ -4,8 +4,8 @@
 -- before the first skipped one.
 SELECT id
 FROM {table}
-WHERE (%(after)s::uuid IS NULL OR id > %(after)s)
-  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s)
+WHERE id > %(after)s
+  AND updated_at >= %(since)s
 ORDER BY id
 LIMIT %(batch)s
 FOR SHARE SKIP LOCKED
