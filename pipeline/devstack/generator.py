@@ -385,7 +385,10 @@ class Generator:
         placed, carry = 0, 0.0
         with postgres.connect(self.database_url, "nibble-generate", autocommit=False) as conn:
             if not self.world.restaurants:
-                self.build_world(conn)
+                # Enough drivers that a city's dinner peak keeps about half of them busy (a delivery
+                # takes 25-45 minutes from assignment): driver utilisation stays below 100 %.
+                drivers = max(15, math.ceil(peak_per_minute / len(CITIES) * 40 / 0.5))
+                self.build_world(conn, drivers_per_city=drivers)
                 conn.commit()
             while at < end - timedelta(hours=1):
                 if at.minute % 10 == 0:
