@@ -141,7 +141,6 @@ class Relay:
             return
         self.conn = postgres.connect(self.settings.endpoints.database_url, APPLICATION_NAME)
         self.conn.execute("LISTEN nibble_outbox")
-        OutboxStore.prepare_session(self.conn)
         self.backend_pid = self.conn.info.backend_pid
         log.info("connected to PostgreSQL", extra={"database": redact(self.settings.endpoints.database_url)})
 

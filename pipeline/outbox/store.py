@@ -73,11 +73,6 @@ class OutboxStore:
     def _keys(self, **values: object) -> dict[str, object]:
         return {"lease_class": FENCE_CLASS, "lane_class": LANE_CLASS, "schema": self.schema, **values}
 
-    @staticmethod
-    def prepare_session(conn: psycopg.Connection) -> None:
-        """Settings of the relay's own session (why: sql/relay_session.sql)."""
-        conn.execute(sql_file(__package__, "relay_session"))
-
     def lane_state(self, conn: psycopg.Connection, application_name: str) -> LaneState:
         row = conn.execute(self._sql("lane_state"), self._keys(application=application_name)).fetchone()
         lane_count, relays, lanes, holders, fence_requested = row
@@ -112,9 +107,11 @@ class OutboxStore:
 
     def claim_batch(self, conn: psycopg.Connection, limit: int, lane_count: int, lanes: list[int]) -> list[OutboxRow]:
         cursor = conn.cursor(row_factory=args_row(OutboxRow))
-        return cursor.execute(
-            self._sql("claim_batch"), {"limit": limit, "lane_count": lane_count, "lanes": lanes}
-        ).fetchall()
+        with conn.transaction():
+            conn.execute(self._sql("claim_plan"))
+            return cursor.execute(
+                self._sql("claim_batch"), {"limit": limit, "lane_count": lane_count, "lanes": lanes}
+            ).fetchall()
 
     def delete_published(self, conn: psycopg.Connection, positions: list[int]) -> None:
         conn.execute(self._sql("delete_published"), {"positions": positions})
