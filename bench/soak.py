@@ -47,11 +47,10 @@ JCMD = "/usr/lib/jvm/java-17-openjdk-amd64/bin/jcmd"
 KEY_CLASSES = ("org.apache.pinot.spi.data.readers.PrimaryKey", "org.apache.pinot.spi.utils.ByteArray")
 KEY_CLASSES += ("java.util.concurrent.ConcurrentHashMap$Node",)
 EVENTS_PER_DAY = 20_000_000
-# Bytes per dedup key on the server's heap (Pinot 0.11, PartitionDedupMetadataManager: a ConcurrentHashMap
-# from the key to its segment; compressed oops). NONE keeps the key itself: PrimaryKey (16) + Object[1] (24)
-# + String (24) + its 36 Latin-1 bytes (56) + map node (32) + table slot at 0.75 load (~11) = ~163 B.
-# MD5 keeps a 16-byte ByteArray instead: ByteArray (16) + byte[16] (32) + node (32) + slot (~11) = ~91 B.
-KEY_BYTES = {"NONE": 163, "MD5": 91}
+# Bytes per dedup key on the server's heap (Pinot 0.11's PartitionDedupMetadataManager: a ConcurrentHashMap
+# from the key to its segment), measured with `jcmd GC.class_histogram` after a soak (docs/faults.md). NONE
+# keeps the key: PrimaryKey, Object[1], String and its bytes, map node and slot. MD5: a 16-byte ByteArray.
+KEY_BYTES = {"NONE": 167, "MD5": 96}
 COLUMNS = ["minute", "relay_rss_mb", "backlog_rows", "backlog_age_s", "published", "server_rss_mb", "heap_mb"]
 COLUMNS += ["dedup_keys", "superset_rss_mb"]
 
