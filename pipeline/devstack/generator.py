@@ -13,6 +13,7 @@ database goes, so dashboards have shape the first time they open.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -117,13 +118,16 @@ class Generator:
         self.database_url = database_url
         self.rng = random.Random(seed)
         self.city_suffix = city_suffix
+        # Ids differ per suffix (same seed and suffix, same ids): Pinot's upsert tables keep one row per id
+        # across runs, so a rerun with a new suffix must not reuse the ids of an earlier run.
+        self._id_salt = int.from_bytes(hashlib.sha256(city_suffix.encode()).digest()[:16]) if city_suffix else 0
         self.time_scale = time_scale  # 60: a 35-minute delivery takes 35 s
         self.world = World()
         # scheduled time -> step -> orders due then
         self.schedule: dict[datetime, dict[str, list[Order]]] = defaultdict(lambda: defaultdict(list))
 
     def _uuid(self) -> uuid.UUID:
-        return uuid.UUID(int=self.rng.getrandbits(128), version=4)
+        return uuid.UUID(int=self.rng.getrandbits(128) ^ self._id_salt, version=4)
 
     def _near(self, lat: float, lon: float, km: float) -> tuple[float, float]:
         distance = self.rng.uniform(0, km) / 111.0
