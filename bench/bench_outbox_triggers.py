@@ -7,7 +7,7 @@ exactly once); the domain triggers (updated_at, totals, payment status, status h
 modes. Rounds alternate between the modes in one scratch database, created and dropped by this script,
 so both see the same cluster, cache and table sizes.
 
-    .venv/bin/python bench/bench_outbox_triggers.py [--database-url URL] [--rounds 15] [--seconds 2]
+    .venv/bin/python -m bench.bench_outbox_triggers [--database-url URL] [--rounds 15] [--seconds 2]
         [--synchronous-commit off]
 
 Many short alternating rounds and medians, because a shared machine's load drifts within a minute.
