@@ -28,7 +28,7 @@ from pipeline.analytics.tables import TableSpec, desired_specs
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec
 from pipeline.errors import NibbleError, UsageError
-from pipeline.outbox.backfill import Backfill, visible_rows
+from pipeline.outbox.backfill import Backfill, unpublished_snapshots, visible_rows
 
 # aggregate_type -> the table a backfill walks (and PostgreSQL's row count for the state table)
 BACKFILL_TABLES = {"order": "orders", "delivery": "deliveries", "restaurant": "restaurants", "driver": "drivers"}
@@ -99,18 +99,15 @@ def rebuild(
     if source == "backfill":
         table = BACKFILL_TABLES[aggregate]
         Backfill(endpoints.database_url).run([table], restart=True)
-        expected = visible_rows(endpoints.database_url)[table]
         on_step(f"{spec.name}: backfill of {table} written; waiting for the relay to publish it")
         _wait(
-            lambda: (pinot_rows(settings, spec.name) or 0) >= expected,
+            lambda: unpublished_snapshots(endpoints.database_url, table) == 0,
             timeout_s,
-            f"{spec.name} to reach {expected} rows (is the relay running?)",
+            f"the relay to publish the snapshots of {table} (is it running?)",
         )
-    else:
-        ends = {partition: end for partition, (_, end) in marks.items()}
-        _wait(
-            lambda: caught_up(controller.consumed_offsets(spec.name), ends), timeout_s, f"{spec.name} to read {topic}"
-        )
+        marks = kafka.watermarks(endpoints.kafka_bootstrap_servers, topic)
+    ends = {partition: end for partition, (_, end) in marks.items()}
+    _wait(lambda: caught_up(controller.consumed_offsets(spec.name), ends), timeout_s, f"{spec.name} to read {topic}")
     postgres = visible_rows(endpoints.database_url)[BACKFILL_TABLES[aggregate]] if state_table else None
     return RebuildReport(spec.name, source, pinot_rows(settings, spec.name) or 0, postgres, time.monotonic() - started)
 

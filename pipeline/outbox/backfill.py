@@ -37,15 +37,18 @@ class SnapshotTable:
     schema: str
     table: str
     emit_function: str  # 0014's <schema>.emit_<aggregate>_snapshots(ids uuid[]) -> events written
+    event_type: str  # of the snapshot events it writes
 
 
 TABLES = {
     t.name: t
     for t in (
-        SnapshotTable("restaurants", "restaurant_service", "restaurants", "emit_restaurant_snapshots"),
-        SnapshotTable("drivers", "driver_service", "drivers", "emit_driver_snapshots"),
-        SnapshotTable("orders", "order_service", "orders", "emit_order_snapshots"),
-        SnapshotTable("deliveries", "driver_service", "deliveries", "emit_delivery_snapshots"),
+        SnapshotTable(
+            "restaurants", "restaurant_service", "restaurants", "emit_restaurant_snapshots", "RestaurantSnapshot"
+        ),
+        SnapshotTable("drivers", "driver_service", "drivers", "emit_driver_snapshots", "DriverSnapshot"),
+        SnapshotTable("orders", "order_service", "orders", "emit_order_snapshots", "OrderSnapshot"),
+        SnapshotTable("deliveries", "driver_service", "deliveries", "emit_delivery_snapshots", "DeliverySnapshot"),
     )
 }
 
@@ -193,6 +196,14 @@ def visible_rows(database_url: str) -> dict[str, int]:
     """Per table, the rows a backfill writes a snapshot for (and Pinot's state table holds)."""
     with postgres.connect(database_url, "nibble-backfill") as conn:
         return dict(conn.execute(_sql("backfill_visible_rows")).fetchall())
+
+
+def unpublished_snapshots(database_url: str, table: str) -> int:
+    """Snapshot events of `table` still in its outbox: the relay has not published them yet."""
+    spec = TABLES[table]
+    with postgres.connect(database_url, "nibble-backfill") as conn:
+        query = sql_file(__package__, "backfill_unpublished", outbox=sql.Identifier(spec.schema, "outbox"))
+        return conn.execute(query, {"event_type": spec.event_type}).fetchone()[0]
 
 
 def _sql(name: str, spec: SnapshotTable | None = None) -> sql.Composed:
