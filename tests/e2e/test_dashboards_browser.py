@@ -158,7 +158,8 @@ def open_dashboard(driver: webdriver.Chrome, url: str, slug: str, window: Window
     )
     driver.get_log("performance")  # drop what earlier pages logged
     started = time.monotonic()
-    driver.get(f"{url}/superset/dashboard/{slug}/?native_filters={native_filters}")
+    # force=true: every chart asks Pinot, none is answered from Superset's cache.
+    driver.get(f"{url}/superset/dashboard/{slug}/?force=true&native_filters={native_filters}")
 
     def loaded(d: webdriver.Chrome) -> bool:
         holders = d.find_elements(By.CSS_SELECTOR, ".dashboard-component-chart-holder")
@@ -186,15 +187,18 @@ def chart_problems(driver: webdriver.Chrome) -> list[str]:
 
 
 def received_chart_data(driver: webdriver.Chrome) -> dict[int, dict[str, Any]]:
-    """What the browser received from /api/v1/chart/data since the page was opened, by chart id."""
+    """What the browser received from /api/v1/chart/data since the page was opened, by chart id (each request
+    must have asked Superset to bypass its cache)."""
     slice_ids: dict[str, int] = {}
     bodies: dict[int, dict[str, Any]] = {}
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         params = message.get("params", {})
         if message["method"] == "Network.requestWillBeSent" and "/api/v1/chart/data" in params["request"]["url"]:
-            form_data = json.loads(params["request"].get("postData") or "{}").get("form_data", {})
+            query_context = json.loads(params["request"].get("postData") or "{}")
+            form_data = query_context.get("form_data", {})
             if "slice_id" in form_data:
+                assert query_context.get("force") is True, f"chart {form_data['slice_id']} was not forced"
                 slice_ids[params["requestId"]] = int(form_data["slice_id"])
         elif message["method"] == "Network.loadingFinished" and params["requestId"] in slice_ids:
             body = driver.execute_cdp_cmd("Network.getResponseBody", {"requestId": params["requestId"]})["body"]
