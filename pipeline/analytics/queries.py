@@ -48,9 +48,9 @@ KINDS = {
 # Pinot's stand-ins for "no value": the default null of a LONG time column and of a STRING column.
 NULL_MILLIS = -(2**63)
 NULL_TEXT = "null"
-# Pinot's error codes for a query that ran out of time: server execution timeout, broker timeout, and
-# servers that did not respond within it.
-TIMEOUT_CODES = {250, 400, 427}
+# Pinot's error codes for a query that ran out of time: still waiting for the server's scheduler, server
+# execution timeout, broker timeout, and servers that did not respond within it.
+TIMEOUT_CODES = {240, 250, 400, 427}
 # Unknown column or table: the checked-in tables and the ones Pinot serves differ.
 SCHEMA_CODES = {190, 710}
 

@@ -64,6 +64,10 @@ def test_unreachable_broker_names_the_broker_and_its_setting() -> None:
             pinotdb.exceptions.DatabaseError("..."),
             [{"errorCode": 427, "message": "1 servers [127.0.0.1_R] not responded"}],
         ),
+        (
+            pinotdb.exceptions.DatabaseError("..."),
+            [{"errorCode": 240, "message": "QuerySchedulingTimeoutError:\nQuery scheduling took 1ms (longer than"}],
+        ),
     ],
 )
 def test_a_timeout_names_the_timeout_setting(exc: Exception, errors: list[dict]) -> None:
