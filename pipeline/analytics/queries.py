@@ -187,7 +187,9 @@ def run_query(
 def failure(exc: Exception, errors: list[dict[str, Any]], name: str, broker: str, timeout_ms: int) -> QueryFailed:
     """One line naming the broker and the setting that fixes it; `errors` are Pinot's own `exceptions`."""
     codes = {int(e.get("errorCode", -1)) for e in errors}
-    if isinstance(exc, httpx.TimeoutException) or codes & TIMEOUT_CODES:
+    # A server out of time mid-query reports a plain execution error that says so.
+    timed_out = codes & TIMEOUT_CODES or any("timed out" in str(e.get("message", "")).lower() for e in errors)
+    if isinstance(exc, httpx.TimeoutException) or timed_out:
         return QueryFailed(
             f"the Pinot broker at {broker} did not answer query {name} within "
             f"NIBBLE_PINOT_QUERY_TIMEOUT_MS={timeout_ms} ms; raise it or narrow the window"

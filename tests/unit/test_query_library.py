@@ -68,6 +68,10 @@ def test_unreachable_broker_names_the_broker_and_its_setting() -> None:
             pinotdb.exceptions.DatabaseError("..."),
             [{"errorCode": 240, "message": "QuerySchedulingTimeoutError:\nQuery scheduling took 1ms (longer than"}],
         ),
+        (
+            pinotdb.exceptions.DatabaseError("..."),
+            [{"errorCode": 200, "message": "QueryExecutionError:\nTimed out while combining group-by results"}],
+        ),
     ],
 )
 def test_a_timeout_names_the_timeout_setting(exc: Exception, errors: list[dict]) -> None:
