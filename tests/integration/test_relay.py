@@ -17,7 +17,7 @@ import requests
 
 from tests.support.kafka_reader import Received, read_topic
 from tests.support.polling import wait_until
-from tests.support.workload import EVENTS_PER_ORDER, advance, full_lifecycle, place_orders
+from tests.support.workload import EVENTS_PER_ORDER, full_lifecycle, place_orders, poisoned_order
 
 
 def backlog(db: str, schema: str = "order_service") -> int:
@@ -130,14 +130,7 @@ def test_standby_takes_over_when_the_leader_dies(services, db, prefix, start_rel
 def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, prefix, start_relay) -> None:
     healthy = full_lifecycle(db, 20)
     with psycopg.connect(db) as conn:
-        (poisoned,) = place_orders(conn, 1)
-        # A payload that breaks the contract (item_count is no longer an int) written by a buggy trigger.
-        conn.execute(
-            "UPDATE order_service.outbox SET payload = jsonb_set(payload, '{item_count}', '\"many\"') "
-            "WHERE aggregate_id = %s",
-            (poisoned,),
-        )
-        advance(conn, [poisoned], "confirmed")  # a later event of the same order: must wait behind it
+        poisoned = poisoned_order(conn)
     relay = start_relay(relay_poll_interval_s="0.2")
     wait_until(lambda: backlog(db) == 1, what="everything but the parked event to drain")
 

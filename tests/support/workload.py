@@ -51,3 +51,16 @@ def full_lifecycle(database_url: str, orders: int, chunk: int = 10_000) -> list[
                     advance(conn, ids, status)
             all_ids.extend(ids)
     return all_ids
+
+
+def poisoned_order(conn: psycopg.Connection) -> uuid.UUID:
+    """An order whose OrderPlaced breaks the contract (item_count is no longer an int), as a buggy trigger
+    would write it, followed by a valid event of the same order that must wait behind it."""
+    (order_id,) = place_orders(conn, 1)
+    conn.execute(
+        "UPDATE order_service.outbox SET payload = jsonb_set(payload, '{item_count}', '\"many\"') "
+        "WHERE aggregate_id = %s",
+        (order_id,),
+    )
+    advance(conn, [order_id], "confirmed")
+    return order_id
