@@ -6,8 +6,7 @@ who is alive and who holds what, releases lanes above its fair share and takes f
 join get a share and the lanes of a relay whose connection died are taken within seconds. Per batch: claim
 the held lanes' rows in position order, encode them all, produce them all, wait for every acknowledgement,
 then delete the acknowledged rows (and dead-letter the poison ones) in one transaction; batch.py holds the
-ordering rules. A crash anywhere re-publishes at most the
-unacknowledged batch, with the same event ids.
+ordering rules. A crash anywhere re-publishes at most the unacknowledged batch, with the same event ids.
 """
 
 from __future__ import annotations
