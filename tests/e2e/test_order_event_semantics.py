@@ -14,6 +14,7 @@ import functools
 import itertools
 import random
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -351,6 +352,7 @@ def run_scenarios(conn: psycopg.Connection[Any], cities: dict[str, str]) -> dict
 
     o = order("changes_analytics_does_not_see")
     step(lambda: add_items(conn, o, (1, "9.90")))
+    time.sleep(0.01)  # so the invisible changes' updated_at is a later millisecond than the placement's
     step(
         lambda: set_order(conn, o, "special_instructions = 'ring twice', delivery_address_id = gen_random_uuid()"),
         lambda: set_order(conn, o, "status = status, updated_at = now() + interval '1 minute'"),

@@ -4,6 +4,7 @@ mid-drain, a relay joining, a poison event inside a shared lane, a lane-count sw
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -27,13 +28,18 @@ def child_pids(pid: int) -> list[int]:
 @pytest.mark.parametrize("relays", [2, 3])
 def test_relays_share_the_lanes_and_a_kill_9_loses_nothing(services, db, prefix, start_relay, relays: int) -> None:
     orders = 10_000
-    order_ids = full_lifecycle(db, orders)
     total = orders * EVENTS_PER_ORDER
     batch = 500
     running = [start_relay(relay_batch_size=str(batch)) for _ in range(relays)]
     # Before the kill every relay publishes: 8 lanes split 4/4 or 3/3/2.
     expected_shares = sorted([8 // relays + (1 if i < 8 % relays else 0) for i in range(relays)])
     wait_until(lambda: lane_shares(services, db)[0] == expected_shares, timeout_s=30, what="the lanes to be shared")
+    # Paused (sessions and leases kept) while the backlog is written, so the drain starts only when it is whole.
+    for relay in running:
+        os.kill(relay.process.pid, signal.SIGSTOP)
+    order_ids = full_lifecycle(db, orders)
+    for relay in running:
+        os.kill(relay.process.pid, signal.SIGCONT)
     # Polled every 0.2 s, the relays drain up to ~7,000 events between two looks: kill at the first look
     # that sees the drain started, with most of the backlog still waiting.
     wait_until(lambda: backlog(db) < total * 0.95, what="the drain to be under way")
