@@ -231,11 +231,6 @@ def _check_values(values: dict[str, Any]) -> None:
             raise UsageError(f"{name} must be text other than a lone '*', not {value!r:.40}")
 
 
-def _value(value: Any, kind: str) -> Any:
-    """One of Pinot's values as the Python value of its column's kind."""
-    return CONVERTERS[kind](value)
-
-
 def _text(value: Any) -> str | None:
     return None if value is None or value == NULL_TEXT else str(value)
 

@@ -10,7 +10,7 @@ import pandas  # the `pandas` extra, which `make setup` installs
 import pinotdb.exceptions
 import pytest
 
-from pipeline.analytics.queries import CONVERTERS, KINDS, Column, Result, _value, failure, library
+from pipeline.analytics.queries import CONVERTERS, KINDS, Column, Result, failure, library
 
 BROKER = "http://127.0.0.1:8099"
 
@@ -39,7 +39,7 @@ def test_every_query_declares_a_known_kind_for_each_column() -> None:
     ],
 )
 def test_values_come_back_as_their_kind(raw: object, kind: str, expected: object) -> None:
-    value = _value(raw, kind)
+    value = CONVERTERS[kind](raw)
     assert value == expected and type(value) is type(expected)
 
 
