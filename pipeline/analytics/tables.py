@@ -16,10 +16,10 @@ from typing import Any
 
 import pinotdb.exceptions
 
-from connectors import kafka
 from connectors.pinot import Controller, broker_connection
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec
+from pipeline.contract.topics import ensure_stream_topics
 from pipeline.resources import PINOT
 
 
@@ -85,10 +85,7 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) ->
     endpoints = settings.endpoints
     controller = Controller(endpoints.pinot_controller_url)
     if not dry_run:  # a realtime table can only be created on a topic that exists
-        topics = Codec(endpoints.topic_prefix).topics
-        kafka.ensure_topics(
-            endpoints.kafka_bootstrap_servers, topics, endpoints.kafka_topic_partitions, endpoints.topic_config
-        )
+        ensure_stream_topics(endpoints, Codec(endpoints.topic_prefix))
     changes = []
     for spec in desired_specs(settings, pinot_dir):
         existing_schema = controller.schema(spec.name)

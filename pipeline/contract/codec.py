@@ -125,6 +125,8 @@ class Stream:
     aggregate_type: str
     topic: str
     versions: dict[int, SchemaVersion]
+    # A state stream's topic is compacted to the newest event per aggregate; the ledger's keeps every entry.
+    compacted: bool
 
     @property
     def latest(self) -> SchemaVersion:
@@ -144,6 +146,7 @@ class Codec:
                     (version := SchemaVersion.load(path)).version: version
                     for path in sorted((schemas_dir / entry["schema_dir"]).glob("v*.avsc"))
                 },
+                compacted=entry["compacted"],
             )
             for aggregate_type, entry in registry.items()
             if not aggregate_type.startswith("_")

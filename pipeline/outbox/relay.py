@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from connectors import kafka, postgres
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec, Message
+from pipeline.contract.topics import ensure_stream_topics
 from pipeline.errors import NibbleError, redact
 from pipeline.outbox import batch, lanes, metrics
 from pipeline.outbox.store import OutboxRow, OutboxStore
@@ -121,12 +122,7 @@ class Relay:
         if self.kafka_ready:
             return
         endpoints = self.settings.endpoints
-        kafka.ensure_topics(
-            endpoints.kafka_bootstrap_servers,
-            self.codec.topics,
-            endpoints.kafka_topic_partitions,
-            endpoints.topic_config,
-        )
+        ensure_stream_topics(endpoints, self.codec)
         # Connect and fetch topic metadata now, not on the first event: the first batch after a quiet
         # start would otherwise wait for the broker connection and the idempotent producer id.
         self._producer().list_topics(timeout=10)
