@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.bench_pinot [--rate 5000] [--seconds 60] [--volume 10000000] [--runs 30] [--keep]
 
-1. Freshness: one writer commits `rate / 10` orders every 100 ms (one OrderPlaced each) into a scratch
-   database while a relay publishes them to the real orders topic; a probe polls Pinot's `order_events`
-   every 20 ms. For each commit, commit -> queryable is the time until Pinot counts every order committed so
-   far. The writer reports the rate it held, and says so when it fell short.
+1. Freshness: `--writers` processes together commit `rate / 10` orders every 100 ms (one OrderPlaced each)
+   into a scratch database while a relay publishes them to the real orders topic; a probe polls Pinot's
+   `order_events` every 20 ms. For each commit, commit -> queryable is the time until Pinot counts every order
+   its writer committed so far. The bench reports the rate the writers held, and says so when they fell short.
 2. Query latency: `volume` order events (5 per order: placed .. delivered, one order in twenty cancelled
    after confirmation) are produced through the relay's own encoder to a topic of the benchmark's own,
    ingested by copies of the `orders` and `order_events` tables (same configs, `bench_` names), so the load
@@ -27,11 +27,11 @@ import copy
 import json
 import math
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from multiprocessing import Process, Queue
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,67 +68,88 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def freshness(services: Services, rate: int, seconds: int, warmup_s: int) -> None:
+def freshness(services: Services, rate: int, seconds: int, warmup_s: int, writers: int) -> None:
     with scratch_database(services.database_url, "bench_pinot", migrated=True) as db:
         relay = RelayProcess(services, db)
         try:
-            _freshness(services, db, rate, seconds, warmup_s)
+            _freshness(services, db, rate, seconds, warmup_s, writers)
         finally:
             relay.terminate()
 
 
-def _freshness(services: Services, db: str, rate: int, seconds: int, warmup_s: int) -> None:
-    city = f"Fresh-{uuid.uuid4().hex[:8]}"
-    commits: list[tuple[float, int]] = []  # (commit wall time, orders committed so far)
-    lags: list[float] = []
-    writing = threading.Event()
-    writing.set()
-
-    def probe() -> None:
-        cursor = broker_connection(services.pinot_broker_url).cursor()
-        seen_commits = 0
-        deadline = None
-        while seen_commits < len(commits) or writing.is_set():
-            if not writing.is_set():
-                deadline = deadline or time.monotonic() + 120
-                if time.monotonic() > deadline:
-                    return
-            cursor.execute("SELECT COUNT(*) FROM order_events WHERE city = %(city)s", {"city": city})
-            seen, seen_at = cursor.fetchone()[0], time.time()
-            while seen_commits < len(commits) and commits[seen_commits][1] <= seen:
-                lags.append(seen_at - commits[seen_commits][0])
-                seen_commits += 1
-            time.sleep(0.02)
-
-    time.sleep(3)  # the relay connects and takes its leases
-    per_tick = max(1, round(rate * TICK_S))
-    print(f"freshness: asking {per_tick / TICK_S:,.0f} events/s for {seconds} s after a {warmup_s} s warm-up ...")
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
+def _write(db: str, city: str, per_tick: int, ticks: int, start_at: float, out: Queue) -> None:
+    """One writer process: `per_tick` orders committed every TICK_S from `start_at` (wall clock); each commit's
+    wall time and the orders committed so far go to `out`, then (city, None, total) when it is done."""
     committed = 0
     with psycopg.connect(db) as conn:
-        start = time.perf_counter()
-        steady_from = start + warmup_s
-        steady_commits = steady_orders = 0
-        for tick in range(int((warmup_s + seconds) / TICK_S)):
+        for tick in range(ticks):
+            pause = start_at + tick * TICK_S - time.time()
+            if pause > 0:
+                time.sleep(pause)
             place_orders(conn, per_tick, city=city)
             conn.commit()
             committed += per_tick
-            commits.append((time.time(), committed))
-            if time.perf_counter() >= steady_from:
-                steady_commits += 1
-                steady_orders += per_tick
-            pause = start + (tick + 1) * TICK_S - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-        held = steady_orders / (time.perf_counter() - steady_from)
-    writing.clear()
-    prober.join()
-    steady = lags[len(commits) - steady_commits :]
+            out.put((city, time.time(), committed))
+    out.put((city, None, committed))
+
+
+def _freshness(services: Services, db: str, rate: int, seconds: int, warmup_s: int, writers: int) -> None:
+    """Writer processes (one connection each: a single one cannot commit 5,000 orders/s here) and a probe
+    that polls Pinot's `order_events` every 20 ms. A commit is queryable when Pinot counts every order its
+    writer had committed by then."""
+    run = uuid.uuid4().hex[:8]
+    cities = [f"Fresh-{run}-{i}" for i in range(writers)]
+    per_tick = max(1, round(rate * TICK_S / writers))
+    ticks = int((warmup_s + seconds) / TICK_S)
+    time.sleep(3)  # the relay connects and takes its leases
+    print(
+        f"freshness: asking {per_tick * writers / TICK_S:,.0f} events/s from {writers} writer processes for "
+        f"{seconds} s after a {warmup_s} s warm-up ..."
+    )
+    out: Queue = Queue()
+    start_at = time.time() + 1
+    processes = [
+        # staggered within a tick, so the commits spread over it
+        Process(target=_write, args=(db, city, per_tick, ticks, start_at + TICK_S * i / writers, out))
+        for i, city in enumerate(cities)
+    ]
+    for process in processes:
+        process.start()
+    pending: dict[str, list[tuple[float, int]]] = {city: [] for city in cities}
+    commits: list[float] = []  # wall times of every commit
+    lags: list[tuple[float, float]] = []  # (commit wall time, commit -> queryable)
+    running, deadline = set(cities), None
+    cursor = broker_connection(services.pinot_broker_url).cursor()
+    city_list = ", ".join(f"'{city}'" for city in cities)
+    while running or any(pending.values()):
+        while not out.empty():
+            city, at, committed = out.get()
+            if at is None:
+                running.discard(city)
+            else:
+                pending[city].append((at, committed))
+                commits.append(at)
+        if not running:
+            deadline = deadline or time.monotonic() + 120
+            if time.monotonic() > deadline:
+                break
+        cursor.execute(f"SELECT city, COUNT(*) FROM order_events WHERE city IN ({city_list}) GROUP BY city")
+        seen, seen_at = dict(cursor.fetchall()), time.time()
+        for city, waiting in pending.items():
+            while waiting and waiting[0][1] <= seen.get(city, 0):
+                at, _ = waiting.pop(0)
+                lags.append((at, seen_at - at))
+        time.sleep(0.02)
+    for process in processes:
+        process.join()
+    steady_from = start_at + warmup_s
+    steady_commits = sorted(at for at in commits if at >= steady_from)
+    held = len(steady_commits) * per_tick / (steady_commits[-1] - steady_from)
+    steady = [lag for at, lag in lags if at >= steady_from]
     verdict = "held it" if held >= rate * 0.98 else f"did NOT hold {rate:,}/s"
-    print(f"freshness: the writer committed {held:,.0f} events/s after the warm-up ({verdict})")
+    print(f"freshness: the writers committed {held:,.0f} events/s after the warm-up ({verdict})")
     if len(lags) < len(commits):
-        print(f"freshness: {len(commits) - len(lags)} commits were not queryable 120 s after the writer stopped")
+        print(f"freshness: {len(commits) - len(lags)} commits were not queryable 120 s after the writers stopped")
     print(
         f"freshness: {len(steady)} commits: commit -> queryable in Pinot p50 {percentile(steady, 50) * 1000:.0f} ms, "
         f"p99 {percentile(steady, 99) * 1000:.0f} ms, max {max(steady) * 1000:.0f} ms"
@@ -339,6 +360,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=5000, help="events/s the freshness writer commits")
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10, help="seconds before freshness is measured")
+    parser.add_argument("--writers", type=int, default=2, help="freshness writer processes")
     parser.add_argument("--volume", type=int, default=10_000_000, help="order events the copies must hold")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--skip-freshness", action="store_true")
@@ -349,7 +371,7 @@ def main() -> None:
     print("the machine is shared: whatever else runs on its two cores shows in these figures", flush=True)
     apply(settings)
     if not args.skip_freshness:
-        freshness(services, args.rate, args.seconds, args.warmup)
+        freshness(services, args.rate, args.seconds, args.warmup, args.writers)
     create_bench_tables(settings)
     try:
         query_latency(settings, args.volume, args.runs)
