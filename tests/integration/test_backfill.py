@@ -56,11 +56,14 @@ def world(db: str) -> str:
 
 
 def test_a_snapshot_carries_what_the_trigger_last_wrote(world: str) -> None:
-    last_written = {(kind, key): payload for kind, key, _, payload, _ in _outbox(world)}
+    last_written = {
+        (kind, key): payload for kind, key, _, payload, _ in _outbox(world, "aggregate_type <> 'order_ledger'")
+    }
     _empty_outboxes(world)
 
     Backfill(world).run([])
 
+    # The ledger has counted every order (the triggers did): the snapshots come without ledger entries.
     snapshots = _outbox(world)
     assert {event for _, _, event, _, _ in snapshots} == set(SNAPSHOT_OF.values())
     assert all(event == SNAPSHOT_OF[kind] for kind, _, event, _, _ in snapshots)
@@ -146,7 +149,7 @@ def test_a_row_held_by_a_writer_is_snapshotted_as_the_writer_committed_it(world:
     writer.close()
     backfill.join(30)
 
-    [changed, snapshot] = _outbox(world, f"aggregate_id = '{held}'")
+    [changed, snapshot] = _outbox(world, f"aggregate_type = 'order' AND aggregate_id = '{held}'")
     assert (changed[2], snapshot[2]) == ("OrderUpdated", "OrderSnapshot")
     assert snapshot[4] > changed[4] and snapshot[3] == changed[3], "newest state at the highest position"
     assert len(_outbox(world, "event_type = 'OrderSnapshot'")) == 300

@@ -1,7 +1,8 @@
 """Set-based order workloads for relay tests and benchmarks: many real outbox events, few statements.
 
 Each order goes through placed -> confirmed -> preparing -> ready_for_pickup -> delivered, one statement
-per step for all orders, so the triggers write one event per order per step (5 per order, in order).
+per step for all orders, so the triggers write one order event per order per step (5 per order, in order),
+and one order ledger entry at its placement (status steps short of a cancellation change no ledger fact).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import uuid
 import psycopg
 
 STEPS = ("confirmed", "preparing", "ready_for_pickup", "delivered")
-EVENTS_PER_ORDER = 1 + len(STEPS)
+EVENTS_PER_ORDER = 1 + len(STEPS)  # order events (aggregate type `order`, the orders topic)
+ROWS_PER_ORDER = EVENTS_PER_ORDER + 1  # outbox rows, the placement's ledger entry included: the relay's backlog
 
 PLACE_ORDERS = """
 WITH placed AS (
@@ -29,7 +31,8 @@ SELECT id, gen_random_uuid(), 'Pad thai', 2, 11.25, '{"spice": "medium"}' FROM p
 
 
 def place_orders(conn: psycopg.Connection, count: int, city: str = "Berlin") -> list[uuid.UUID]:
-    """Insert `count` orders with items in one statement pair: one OrderPlaced each. Returns their ids."""
+    """Insert `count` orders with items in one statement pair: one OrderPlaced and one ledger entry each.
+    Returns their ids."""
     ids = [uuid.uuid4() for _ in range(count)]
     conn.execute(PLACE_ORDERS, {"ids": ids, "city": city})
     return ids
@@ -41,7 +44,8 @@ def advance(conn: psycopg.Connection, ids: list[uuid.UUID], status: str) -> None
 
 
 def full_lifecycle(database_url: str, orders: int, chunk: int = 10_000) -> list[uuid.UUID]:
-    """`orders` orders through every step, committed chunk by chunk; EVENTS_PER_ORDER events each."""
+    """`orders` orders through every step, committed chunk by chunk; EVENTS_PER_ORDER order events each
+    (ROWS_PER_ORDER outbox rows)."""
     all_ids: list[uuid.UUID] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         for start in range(0, orders, chunk):
@@ -55,11 +59,12 @@ def full_lifecycle(database_url: str, orders: int, chunk: int = 10_000) -> list[
 
 def poisoned_order(conn: psycopg.Connection) -> uuid.UUID:
     """An order whose OrderPlaced breaks the contract (item_count is no longer an int), as a buggy trigger
-    would write it, followed by a valid event of the same order that must wait behind it."""
+    would write it, followed by a valid event of the same order that must wait behind it. Its ledger entry
+    stays valid (a stream of its own)."""
     (order_id,) = place_orders(conn, 1)
     conn.execute(
         "UPDATE order_service.outbox SET payload = jsonb_set(payload, '{item_count}', '\"many\"') "
-        "WHERE aggregate_id = %s",
+        "WHERE aggregate_type = 'order' AND aggregate_id = %s",
         (order_id,),
     )
     advance(conn, [order_id], "confirmed")
