@@ -28,6 +28,7 @@ from tests.support.exactness import (
     assert_order_history_counted_once,
     assert_orders_equal,
     backlog,
+    ledger_ingested,
     outbox_counts,
 )
 from tests.support.polling import wait_until
@@ -73,6 +74,7 @@ def ingested(services: Services) -> Iterator[Ingested]:
                 return (orders, deliveries) == (expected_order_events, expected_delivery_events)
 
             wait_until(ingested_all, 120, what="Pinot to ingest every event exactly once")
+            wait_until(lambda: ledger_ingested(data), 120, what="Pinot's order ledger to sum to PostgreSQL's orders")
             yield data
         finally:
             for relay in relays:

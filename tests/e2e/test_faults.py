@@ -41,6 +41,7 @@ from tests.support.services import Services
 pytestmark = pytest.mark.slow
 
 MID_DRAIN_BURST = 20_000  # orders placed in one transaction, one event each
+MID_DRAIN_ROWS = 2 * MID_DRAIN_BURST  # the outbox rows of the burst: each order's OrderPlaced and ledger entry
 KAFKA_OUTAGE_S = float(os.environ.get("NIBBLE_FAULT_KAFKA_OUTAGE_S", "60"))
 
 
@@ -125,9 +126,9 @@ def burst(load: Load, orders: int) -> None:
 
 
 def wait_until_mid_drain(load: Load) -> None:
-    # Polled every 0.2 s, a relay at ~30,000 events/s drains ~6,000 between two looks: the burst is large
+    # Polled every 0.2 s, a relay at ~30,000 rows/s drains ~6,000 between two looks: the burst is large
     # enough that a look always lands while most of it is still waiting.
-    wait_until(lambda: 0 < load.backlog() < MID_DRAIN_BURST * 0.95, 60, what="the relay to be mid-drain")
+    wait_until(lambda: 0 < load.backlog() < MID_DRAIN_ROWS * 0.95, 60, what="the relay to be mid-drain")
 
 
 def test_postgres_restarted_immediately_mid_drain(load: Load, stack: LocalStack) -> None:

@@ -440,11 +440,11 @@ class Run:
 
 def latest_positions(db: str) -> tuple[int, int]:
     """How many orders the outbox holds events of, and the sum of each one's latest position: what Pinot's
-    upsert table `orders` shows once it has applied every event."""
+    upsert table `orders` shows once it has applied every event (the order ledger's entries aside)."""
     with psycopg.connect(db) as conn:
         row = conn.execute(
-            "SELECT count(*), coalesce(sum(position), 0) FROM "
-            "(SELECT max(position) AS position FROM order_service.outbox GROUP BY aggregate_id) latest"
+            "SELECT count(*), coalesce(sum(position), 0) FROM (SELECT max(position) AS position "
+            "FROM order_service.outbox WHERE aggregate_type = 'order' GROUP BY aggregate_id) latest"
         ).fetchone()
     assert row is not None
     return row[0], row[1]

@@ -45,9 +45,11 @@ class Ingested:
 
 
 def outbox_counts(db: str, cities: list[str]) -> tuple[int, int]:
+    """The order events and delivery events the outboxes hold for `cities` (the order ledger's entries aside)."""
     with psycopg.connect(db) as conn:
         orders = conn.execute(
-            "SELECT count(*) FROM order_service.outbox WHERE payload->>'city' = ANY(%s)", (cities,)
+            "SELECT count(*) FROM order_service.outbox WHERE aggregate_type = 'order' AND payload->>'city' = ANY(%s)",
+            (cities,),
         ).fetchone()[0]
         deliveries = conn.execute(
             "SELECT count(*) FROM driver_service.outbox "
@@ -58,6 +60,7 @@ def outbox_counts(db: str, cities: list[str]) -> tuple[int, int]:
 
 
 def backlog(db: str) -> int:
+    """Outbox rows waiting, of every stream (the order ledger's included)."""
     with psycopg.connect(db) as conn:
         return sum(
             conn.execute(sql.SQL("SELECT count(*) FROM {}.outbox").format(sql.Identifier(s))).fetchone()[0]
@@ -66,6 +69,24 @@ def backlog(db: str) -> int:
 
 
 # --- Pinot equals PostgreSQL ----------------------------------------------------------------------------
+
+
+def ledger_ingested(ingested: Ingested) -> bool:
+    """Pinot's order ledger sums, per city, to PostgreSQL's visible orders (count, cancelled, GMV, items): the
+    library's order queries read the ledger, which Pinot ingests from a topic of its own, so a test waits for
+    this as well as for the order events before it compares their answers."""
+    truth = ingested.pg(
+        "SELECT city, count(*), count(*) FILTER (WHERE status = 'cancelled'), "
+        "coalesce(sum(total * 100) FILTER (WHERE status <> 'cancelled'), 0)::bigint, "
+        "coalesce(sum(item_count) FILTER (WHERE status <> 'cancelled'), 0) "
+        "FROM order_service.orders WHERE city = ANY(%s) AND (announced OR item_count > 0) GROUP BY 1 ORDER BY 1",
+        ingested.cities,
+    )
+    pinot = ingested.pinot_rows(
+        f"SELECT city, SUM(orders), SUM(cancelled), SUM(gmv_cents), SUM(items) FROM order_ledger "
+        f"WHERE city IN ({ingested.city_list}) GROUP BY city ORDER BY city LIMIT 1000"
+    )
+    return [(city, *(int(value) for value in sums)) for city, *sums in pinot] == [tuple(row) for row in truth]
 
 
 def assert_orders_equal(ingested: Ingested) -> None:

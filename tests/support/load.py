@@ -2,7 +2,7 @@
 publishing them, Pinot ingesting them; then the exactness check (Pinot equals PostgreSQL) and the
 duplicate counts (in Kafka, in Pinot's answers).
 
-Every writer transaction also records the event ids it wrote in a table of the load's own database, so the
+Every writer transaction also records the ids of the order events it wrote in a table of the load's own database, so the
 expected set of events is exact even though the relay deletes outbox rows, and even when a COMMIT's answer
 is lost to a PostgreSQL restart (the writer cannot tell whether it happened; the table can).
 """
@@ -43,8 +43,10 @@ SELECT id, gen_random_uuid(), 'Pad thai', %(quantity)s, 11.25, '{}' FROM placed
 """
 STEPS = ("confirmed", "preparing", "ready_for_pickup", "picked_up", "delivered")
 STEP = "UPDATE order_service.orders SET status = %s WHERE id = ANY(%s::uuid[])"
+# The order events only: the fault tests follow them into nibble.orders and Pinot's order_events.
 RECORD_EVENTS = (
-    "INSERT INTO public.fault_events SELECT event_id FROM order_service.outbox WHERE txid = pg_current_xact_id()"
+    "INSERT INTO public.fault_events SELECT event_id FROM order_service.outbox "
+    "WHERE txid = pg_current_xact_id() AND aggregate_type = 'order'"
 )
 
 
@@ -150,6 +152,7 @@ class Load:
             return {event_id for (event_id,) in conn.execute("SELECT event_id::text FROM public.fault_events")}
 
     def backlog(self) -> int:
+        """Order outbox rows waiting: the order events and the order ledger's entries."""
         with psycopg.connect(self.db) as conn:
             return conn.execute("SELECT count(*) FROM order_service.outbox").fetchone()[0]
 
