@@ -3,9 +3,9 @@
 One transaction = insert an order, insert its two items (one statement), insert an authorized payment,
 confirm the order: what the order service does per checkout. The outbox costs the triggers on orders in
 OUTBOX_TRIGGERS (every order event is written by `orders_outbox`; 0012 added the two that place an order
-exactly once); the domain triggers (updated_at, totals, payment status, status history) stay on in both
-modes. Rounds alternate between the modes in one scratch database, created and dropped by this script,
-so both see the same cluster, cache and table sizes.
+exactly once; 0015 the two that write the order ledger's entries); the domain triggers (updated_at,
+totals, payment status, status history) stay on in both modes. Rounds alternate between the modes in one
+scratch database, created and dropped by this script, so both see the same cluster, cache and table sizes.
 
     .venv/bin/python -m bench.bench_outbox_triggers [--database-url URL] [--rounds 15] [--seconds 2]
         [--synchronous-commit off]
@@ -43,7 +43,7 @@ INSERT INTO order_service.payments (order_id, amount, method, status) VALUES (%s
 """
 CONFIRM = "UPDATE order_service.orders SET status = 'confirmed' WHERE id = %s"
 # 0012's guards against deleting or re-keying a published order fire on no statement measured here.
-OUTBOX_TRIGGERS = ("orders_outbox", "orders_outbox_insert", "orders_announced")
+OUTBOX_TRIGGERS = ("orders_outbox", "orders_outbox_insert", "orders_announced", "orders_ledger", "orders_ledger_insert")
 
 
 def checkout(conn: psycopg.Connection) -> None:
