@@ -17,10 +17,11 @@ import requests
 
 from tests.support.kafka_reader import Received, read_topic
 from tests.support.polling import wait_until
-from tests.support.workload import EVENTS_PER_ORDER, full_lifecycle, place_orders, poisoned_order
+from tests.support.workload import EVENTS_PER_ORDER, ROWS_PER_ORDER, full_lifecycle, place_orders, poisoned_order
 
 
 def backlog(db: str, schema: str = "order_service") -> int:
+    """Outbox rows waiting: every stream's, the order ledger's entries beside the order events."""
     with psycopg.connect(db) as conn:
         return conn.execute(f"SELECT count(*) FROM {schema}.outbox").fetchone()[0]
 
@@ -93,12 +94,13 @@ def test_kill_9_mid_drain_loses_nothing_and_keeps_order(services, db, prefix, st
     orders = 20_000
     order_ids = full_lifecycle(db, orders)
     total = orders * EVENTS_PER_ORDER
+    rows = orders * ROWS_PER_ORDER
     batch = 2000
     relay = start_relay(relay_batch_size=str(batch))
-    wait_until(lambda: backlog(db) < total * 0.6, what="the drain to be under way")
+    wait_until(lambda: backlog(db) < rows * 0.6, what="the drain to be under way")
     relay.kill()
     left = backlog(db)
-    assert 0 < left < total, "the kill must land mid-drain"
+    assert 0 < left < rows, "the kill must land mid-drain"
     start_relay(relay_batch_size=str(batch))
     wait_until(lambda: backlog(db) == 0, what="the restarted relay to drain")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", total)
@@ -175,6 +177,7 @@ def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, start_r
         conn.execute(
             "UPDATE order_service.outbox"
             " SET payload = jsonb_set(payload, '{restaurant_name}', to_jsonb(repeat('x', 5000)))"
+            " WHERE aggregate_type = 'order'"
         )
     small = full_lifecycle(db, 3)
     start_relay(relay_max_message_bytes="2048")
@@ -191,7 +194,10 @@ def test_unparseable_payload_is_dead_lettered_and_the_relay_keeps_running(servic
     with psycopg.connect(db) as conn:
         (bad,) = place_orders(conn, 1)
         # Valid jsonb (numeric), but no JSON parser gives a number for it: must not stop the relay.
-        conn.execute("UPDATE order_service.outbox SET payload = jsonb_set(payload, '{total_cents}', '1e400')")
+        conn.execute(
+            "UPDATE order_service.outbox SET payload = jsonb_set(payload, '{total_cents}', '1e400') "
+            "WHERE aggregate_type = 'order'"
+        )
     good = full_lifecycle(db, 3)
     relay = start_relay()
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
@@ -212,7 +218,7 @@ def test_kafka_unreachable_keeps_the_backlog_then_a_relay_with_kafka_drains_it(
     kafka_errors = 'nibble_relay_errors_total{kind="kafka"}'
     wait_until(lambda: kafka_errors in _metrics(port), timeout_s=60, what="the relay to find Kafka unreachable")
     assert cut_off.process.poll() is None, "an unreachable Kafka is waited for, not fatal"
-    assert backlog(db) == 20 * EVENTS_PER_ORDER
+    assert backlog(db) == 20 * ROWS_PER_ORDER
     stop_asked = time.monotonic()
     assert cut_off.terminate() == 0
     assert time.monotonic() - stop_asked < 20
@@ -256,6 +262,7 @@ def test_metrics_and_health_endpoints(services, db, prefix, start_relay) -> None
     ]
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert f'nibble_relay_events_published_total{{topic="{prefix}nibble.orders"}} 50.0' in text
+    assert f'nibble_relay_events_published_total{{topic="{prefix}nibble.order_ledger"}} 10.0' in text
     assert 'nibble_relay_leader{outbox="order_service"} 1.0' in text
     assert "nibble_relay_backlog_rows" in text and "nibble_relay_batch_seconds_bucket" in text
 
