@@ -4,12 +4,14 @@ as quiet as you can get (say in the figures if it was shared):
     .venv/bin/python -m bench.bench_relay [--orders 200000] [--processes 1,2,4] [--rates 5000,10000]
                                           [--seconds 30] [--skip-debezium]
 
-1. Drain: a backlog of `orders` x 5 real outbox events (written once by the triggers, then copied as a
-   template database for each run), drained by `nibble relay --processes N` for each N; events/s from the
-   first deleted row to an empty outbox, the relay processes' CPU per event over the drain, their largest
-   peak RSS (VmHWM), and how busy the whole machine was meanwhile.
+1. Drain: a backlog of `orders` x 6 real outbox rows (5 order events and 1 order ledger entry each, written
+   once by the triggers, then copied as a template database for each run), drained by `nibble relay
+   --processes N` for each N; events/s (rows) from the first deleted row to an empty outbox, the relay
+   processes' CPU per event over the drain, their largest peak RSS (VmHWM), and how busy the whole machine
+   was meanwhile.
 2. Latency: a writer commits orders at a steady rate while the relay runs (one commit every 100 ms); per
-   event, the broker's LogAppendTime minus the writer's commit time; p50/p99/max.
+   OrderPlaced, the broker's LogAppendTime minus the writer's commit time; p50/p99/max (each order's ledger
+   entry travels beside it, on the order ledger's topic: the relay carries twice the rate).
 3. Debezium side by side: `../shared/peers/debezium/run.sh <events>` (Kafka Connect + the Outbox Event Router
    on the same outbox shape, stack and machine) and its first-to-last append rate.
 
@@ -38,7 +40,7 @@ from tests.support.database import scratch_database, url_for
 from tests.support.kafka_reader import read_topic
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
-from tests.support.workload import EVENTS_PER_ORDER, full_lifecycle, place_orders
+from tests.support.workload import ROWS_PER_ORDER, full_lifecycle, place_orders
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBEZIUM = ROOT.parent / "shared" / "peers" / "debezium" / "run.sh"
@@ -194,7 +196,7 @@ def debezium(events: int) -> tuple[float | None, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=200_000, help="drain backlog = orders x 5 events")
+    parser.add_argument("--orders", type=int, default=200_000, help="drain backlog = orders x 6 outbox rows")
     parser.add_argument("--processes", default="1,2,4", help="relay process counts to drain with")
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rates", default="5000,10000", help="events/s of the latency runs")
@@ -202,7 +204,7 @@ def main() -> None:
     parser.add_argument("--skip-debezium", action="store_true", help="do not run ../shared/peers/debezium/run.sh")
     args = parser.parse_args()
     services = Services.from_settings(load_settings())
-    events = args.orders * EVENTS_PER_ORDER
+    events = args.orders * ROWS_PER_ORDER  # every row the relay publishes, the ledger entries included
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start", flush=True)
 
     drains: list[Drain] = []
