@@ -3,7 +3,9 @@
 Values only ever travel as bound parameters (pinotdb's `%(name)s`, which quotes and escapes them). A line
 ending in `-- if NAME` is an optional filter: kept when NAME is given, dropped when it is not; the SQL text
 itself never comes from user input. Each file's `-- columns:` line gives every result column a kind, and
-answers come back as Python values of that kind (see KINDS).
+answers come back as Python values of that kind (see KINDS). A `-- window: whole hours` line makes the
+window whole hours (see whole_hours), and the word GRAIN_COLUMN in the SQL stands for the column of the
+grain asked for (GRAINS: a fixed mapping, never user text).
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ if TYPE_CHECKING:
 QUERIES_DIR = Path(__file__).resolve().parent / "queries"
 OPTIONAL_LINE = re.compile(r"\s*-- if (\w+)\s*$")
 COLUMNS_LINE = "-- columns:"
+WHOLE_HOURS_LINE = "-- window: whole hours"
 PARAMETER = re.compile(r"%\((\w+)\)s")
 NUMBERS = ("lat", "lon", "radius_m")  # the library's numeric parameters besides the window and the limit
 FROM_TABLE = re.compile(r"\bFROM (\w+)")
-GRAINS = {"minute": "MINUTE", "hour": "HOUR", "day": "DAY"}
+# The order ledger's period columns, computed at ingestion (pinot/tables/order_ledger.json).
+GRAINS = {"hour": "placed_hour", "day": "placed_day"}
+GRAIN_COLUMN = re.compile(r"\bGRAIN_COLUMN\b")
 # What each kind of column holds in a Result: the unit is part of the column's name where there is one.
 KINDS = {
     "text": "str",
@@ -67,6 +72,7 @@ class Query:
     description: str
     sql: str
     columns: tuple[Column, ...]
+    whole_hours: bool = False  # a star-tree cannot serve a millisecond bound: the window is widened to hours
 
     @classmethod
     def load(cls, path: Path) -> Query:
@@ -76,20 +82,22 @@ class Query:
         unknown = {c.kind for c in columns} - set(CONVERTERS)
         if unknown:
             raise ValueError(f"{path.name}: unknown column kind {', '.join(sorted(unknown))}")
-        header = [line[3:] for line in lines if line.startswith("-- ") and line is not declared]
+        header = [line[3:] for line in lines if line.startswith("-- ") and line not in (declared, WHOLE_HOURS_LINE)]
         body = "\n".join(line for line in lines if not line.startswith("-- "))
-        return cls(path.stem, " ".join(header), body, columns)
+        return cls(path.stem, " ".join(header), body, columns, WHOLE_HOURS_LINE in lines)
 
     @property
     def parameters(self) -> set[str]:
-        return set(PARAMETER.findall(self.sql))
+        grain = {"grain"} if GRAIN_COLUMN.search(self.sql) else set()
+        return set(PARAMETER.findall(self.sql)) | grain
 
     @property
     def optional(self) -> set[str]:
         return {m.group(1) for line in self.sql.splitlines() if (m := OPTIONAL_LINE.search(line))}
 
     def render(self, params: dict[str, Any]) -> str:
-        """The SQL with optional filters whose parameter is missing dropped (values stay parameters)."""
+        """The SQL with optional filters whose parameter is missing dropped and GRAIN_COLUMN named after the
+        `grain` given (values stay parameters)."""
         lines = []
         for line in self.sql.splitlines():
             optional = OPTIONAL_LINE.search(line)
@@ -97,7 +105,7 @@ class Query:
                 lines.append(line)
             elif params.get(optional.group(1)) is not None:
                 lines.append(line[: optional.start()])
-        return "\n".join(lines)
+        return GRAIN_COLUMN.sub(lambda _: GRAINS[params["grain"]], "\n".join(lines))
 
 
 @functools.cache  # checked-in files: read once per process
@@ -155,12 +163,12 @@ def run_query(
     since = _moment(params.pop("since", None), now) or until - timedelta(days=1)
     if since >= until:
         raise UsageError(f"the window is empty: since {since.isoformat()} is not before until {until.isoformat()}")
+    if query.whole_hours:
+        since, until = whole_hours(since, until)
     values = {"since": _millis(since), "until": _millis(until), "limit": 100, **params}
     _check_values(values)
-    if "grain" in values:
-        if values["grain"] not in GRAINS:
-            raise UsageError(f"grain {values['grain']!r}: use one of {', '.join(GRAINS)}")
-        values["grain"] = GRAINS[values["grain"]]
+    if "grain" in values and values["grain"] not in GRAINS:
+        raise UsageError(f"grain {values['grain']!r}: use one of {', '.join(GRAINS)}")
     missing = {p for p in query.parameters if values.get(p) is None} - query.optional
     if missing:
         raise UsageError(f"query {name} needs {', '.join(sorted(missing))}")
@@ -182,6 +190,14 @@ def run_query(
     rows = _typed(raw, query.columns)
     window = (since, until) if "since" in query.parameters else (None, None)
     return Result(name, query.columns, rows, *window, int(getattr(cursor, "timeUsedMs", -1)))
+
+
+def whole_hours(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """The window widened to whole UTC hours: `since` down to its hour, `until` up to the next whole hour (both
+    unchanged when already whole), so that a filter on the ingested hour column selects exactly it."""
+    start = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    end = until.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return start, end if end == until else end + timedelta(hours=1)
 
 
 def failure(exc: Exception, errors: list[dict[str, Any]], name: str, broker: str, timeout_ms: int) -> QueryFailed:

@@ -9,14 +9,20 @@ import os
 import socket
 import subprocess
 import sys
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pinotdb.exceptions
 import pytest
+from confluent_kafka import Producer
 
 from connectors.pinot import broker_connection
 from pipeline.analytics.queries import Column, failure, run
+from pipeline.analytics.tables import apply
+from pipeline.contract.codec import Codec
 from pipeline.errors import QueryFailed
+from tests.support.ledger import ledger_rows
+from tests.support.polling import wait_until
 from tests.support.services import Services
 
 
@@ -35,7 +41,41 @@ def _nibble_query(services: Services, *args: str, **env: str) -> subprocess.Comp
     )
 
 
+def _publish_placed_order(services: Services, city: str, placed_at: datetime) -> None:
+    """The order ledger entry of one placed order, straight to Kafka as the relay would publish it."""
+    order_id = str(uuid.uuid4())
+    state = {
+        "order_id": order_id,
+        "restaurant_id": order_id,
+        "restaurant_name": "Notebook Noodles",
+        "city": city,
+        "cuisine": "noodles",
+        "placed_at": placed_at.isoformat(),
+        "status": "placed",
+        "item_count": 2,
+        "subtotal_cents": 1000,
+        "total_cents": 1234,
+    }
+    codec = Codec()
+    producer = Producer({"bootstrap.servers": services.kafka_bootstrap})
+    for message in map(codec.encode, ledger_rows([state], placed_at)):
+        producer.produce(message.topic, message.value, message.key, headers=message.headers)
+    producer.flush(30)
+
+
 def test_run_answers_typed_columns_and_a_dataframe(services: Services) -> None:
+    apply(services.settings())
+    city = f"Notebook-{uuid.uuid4().hex[:8]}"
+    placed_at = datetime.now(UTC) - timedelta(days=2)
+    _publish_placed_order(services, city, placed_at)
+
+    def answer() -> list[list]:
+        return run("gmv_by_city", services.settings(), since="-7d", grain="day", city=city).rows
+
+    wait_until(lambda: answer() != [], 60, what="the ledger entry in Pinot")
+    day = placed_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert answer() == [[city, day, 1234, 1]]
+
     result = run("gmv_by_city", services.settings(), since="-7d", grain="day")
     assert result.columns == (
         Column("city", "text"),
@@ -44,7 +84,9 @@ def test_run_answers_typed_columns_and_a_dataframe(services: Services) -> None:
         Column("orders", "count"),
     )
     assert result.until is not None and result.since is not None
-    assert (result.until - result.since).days == 7
+    # Over whole hours: since lowered to its hour, until raised to the next one.
+    assert result.since.minute == result.until.minute == 0 and (result.until - result.since).days == 7
+    assert [city, day, 1234, 1] in result.rows
     for city, period, gmv, orders in result.rows:
         assert isinstance(city, str) and isinstance(period, datetime) and period.tzinfo is not None
         assert isinstance(gmv, int) and isinstance(orders, int)

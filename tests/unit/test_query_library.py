@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import httpx
 import pandas  # the `pandas` extra, which `make setup` installs
 import pinotdb.exceptions
 import pytest
 
-from pipeline.analytics.queries import CONVERTERS, KINDS, Column, Result, failure, library
+from pipeline.analytics.queries import (
+    CONVERTERS,
+    GRAINS,
+    KINDS,
+    Column,
+    Result,
+    failure,
+    library,
+    run_query,
+    whole_hours,
+)
 
 BROKER = "http://127.0.0.1:8099"
 
@@ -110,3 +121,85 @@ def test_to_pandas_types_times_and_counts() -> None:
     assert frame["orders"].dtype == pandas.Int64Dtype()
     assert frame["period"].iloc[0] == pandas.Timestamp("2026-11-24T13:00:00Z")
     assert frame["orders"].isna().iloc[1]
+
+
+# The queries over the order ledger (docs/queries.md).
+LEDGER_QUERIES = {
+    "average_basket",
+    "cancellation_rate",
+    "gmv_by_city",
+    "gmv_by_cuisine",
+    "gmv_by_restaurant",
+    "top_restaurants",
+}
+
+
+class Recording:
+    """A DB-API cursor that keeps what it was asked and answers no rows."""
+
+    def __init__(self, name: str) -> None:
+        self.description = [(column.name,) for column in library()[name].columns]
+
+    def execute(self, operation: str, parameters: dict[str, Any]) -> None:
+        self.sql, self.parameters = operation, parameters
+
+    def fetchall(self) -> list:
+        return []
+
+
+def at(hour: int, minute: int = 0, second: int = 0, microsecond: int = 0) -> datetime:
+    return datetime(2026, 11, 25, hour, minute, second, microsecond, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "expected"),
+    [
+        (at(10, 17, 37, 500), at(13, 17, 37), (at(10), at(14))),
+        (at(10), at(14), (at(10), at(14))),  # already whole: unchanged
+        (at(10, 59, 59, 999999), at(11, 0, 0, 1), (at(10), at(12))),
+        (at(23, 30), at(23, 45), (at(23), at(23) + timedelta(hours=1))),  # across midnight
+        # In a zone half an hour off UTC: whole UTC hours (Pinot's dateTrunc), reported in UTC.
+        (
+            datetime(2026, 11, 25, 15, 45, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+            datetime(2026, 11, 25, 16, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+            (at(10), at(11)),
+        ),
+    ],
+)
+def test_whole_hours_lowers_since_and_raises_until(since: datetime, until: datetime, expected: tuple) -> None:
+    assert whole_hours(since, until) == expected
+    assert all(moment.tzinfo is UTC for moment in whole_hours(since, until))
+
+
+def test_the_queries_over_the_ledger_declare_whole_hours() -> None:
+    assert {name for name, query in library().items() if "FROM order_ledger" in query.sql} == LEDGER_QUERIES
+    assert all(library()[name].whole_hours for name in LEDGER_QUERIES)
+    for query in library().values():
+        assert "window: whole hours" not in query.description, query.name
+
+
+def test_a_ledger_query_answers_over_whole_hours_and_reports_the_window_it_used() -> None:
+    cursor = Recording("top_restaurants")
+    result = run_query(cursor, "top_restaurants", since=at(10, 17, 37, 500), until=at(13, 17, 37))
+    assert (result.since, result.until) == (at(10), at(14))
+    assert cursor.parameters == {"since": 1795600800000, "until": 1795615200000, "limit": 100}
+    assert "placed_hour >= %(since)s AND placed_hour < %(until)s" in cursor.sql
+
+
+def test_any_other_query_keeps_the_window_to_the_millisecond() -> None:
+    cursor = Recording("orders_per_minute")
+    result = run_query(cursor, "orders_per_minute", since=at(10, 17, 37, 500), until=at(13, 17, 37))
+    assert (result.since, result.until) == (at(10, 17, 37, 500), at(13, 17, 37))
+    assert cursor.parameters["since"] == int(at(10, 17, 37, 500).timestamp() * 1000)
+
+
+@pytest.mark.parametrize(("grain", "column"), [("hour", "placed_hour"), ("day", "placed_day")])
+def test_the_grain_names_the_period_column_from_a_fixed_mapping(grain: str, column: str) -> None:
+    assert GRAINS[grain] == column
+    for name in ("gmv_by_city", "gmv_by_cuisine", "gmv_by_restaurant"):
+        query = library()[name]
+        assert "grain" in query.parameters
+        sql = query.render({"grain": grain})
+        assert f"{column} AS period" in sql and "GROUP BY" in sql and "GRAIN_COLUMN" not in sql
+        assert sql.split("GROUP BY", 1)[1].count(column) == 2  # grouped and ordered by it
+        assert "placed_hour >= %(since)s" in sql  # the window is whole hours at any grain

@@ -1,11 +1,12 @@
 -- Cancellation rate by restaurant: share of its orders placed in the window that ended cancelled.
 -- columns: restaurant_id text, restaurant_name text, orders count, cancelled count, cancellation_rate ratio
-SELECT restaurant_id, restaurant_name, COUNT(*) AS orders,
-       SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
-       SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) * 1.0 / COUNT(*) AS cancellation_rate
-FROM orders
-WHERE placed_at >= %(since)s AND placed_at < %(until)s
+-- window: whole hours
+SELECT restaurant_id, restaurant_name, SUM(orders) AS orders, SUM(cancelled) AS cancelled,
+       SUM(cancelled) / SUM(orders) AS cancellation_rate
+FROM order_ledger
+WHERE placed_hour >= %(since)s AND placed_hour < %(until)s
   AND city = %(city)s -- if city
 GROUP BY restaurant_id, restaurant_name
-ORDER BY SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) * 1.0 / COUNT(*) DESC, restaurant_name
+HAVING orders > 0
+ORDER BY cancellation_rate DESC, restaurant_name
 LIMIT 10000
