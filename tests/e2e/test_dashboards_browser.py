@@ -36,6 +36,7 @@ from pipeline.analytics.queries import run_query
 from pipeline.devstack.generator import Generator
 from pipeline.resources import DASHBOARDS
 from tests.support.database import scratch_database
+from tests.support.exactness import Ingested, ledger_ingested
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
@@ -107,6 +108,9 @@ def window(services: Services) -> Iterator[Window]:
                 return cursor.fetchone()[0] == delivered
 
             wait_until(deliveries_ingested, 300, what="Pinot to ingest the window's deliveries")
+            # The library's order queries read the order ledger, another topic: wait for it too.
+            scope = Ingested(db, cities, start, start + timedelta(hours=3), cursor)
+            wait_until(lambda: ledger_ingested(scope), 300, what="Pinot's order ledger to sum to PostgreSQL's orders")
         finally:
             relay.terminate()
         yield Window(start, start + timedelta(hours=3), cities)
