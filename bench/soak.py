@@ -35,6 +35,7 @@ from tests.support.exactness import (
     assert_deliveries_equal,
     assert_order_history_counted_once,
     assert_orders_equal,
+    ledger_ingested,
 )
 from tests.support.load import free_port
 from tests.support.polling import wait_until
@@ -102,7 +103,7 @@ def relay_metrics(port: int) -> tuple[int, float, int]:
 
 def dedup_keys(cursor) -> int:
     keys = 0
-    for table in ("order_events", "delivery_events"):
+    for table in ("order_events", "order_ledger", "delivery_events"):
         cursor.execute(f"SELECT COUNT(*) FROM {table}")
         keys += int(cursor.fetchone()[0])
     return keys
@@ -198,10 +199,14 @@ def report_key_objects(server: int | None) -> None:
             print(f"  {fields[3]:<48} {int(fields[1]):>12,} instances {int(fields[2]) / 2**20:>9,.1f} MiB")
 
 
+def assert_ledger_sums(ingested: Ingested) -> None:
+    assert ledger_ingested(ingested), "Pinot's order ledger does not sum to PostgreSQL's orders"
+
+
 def check_exactness(db: str, suffix: str, cursor) -> None:
     now = datetime.now(UTC)
     ingested = Ingested(db, [city + suffix for city in CITIES], now - timedelta(days=2), now, cursor)
-    checks = [assert_orders_equal, assert_deliveries_equal, assert_order_history_counted_once]
+    checks = [assert_orders_equal, assert_deliveries_equal, assert_order_history_counted_once, assert_ledger_sums]
 
     def exact() -> bool:
         try:
@@ -215,7 +220,7 @@ def check_exactness(db: str, suffix: str, cursor) -> None:
         wait_until(exact, 300, what="Pinot to equal PostgreSQL")
         print(
             "\nexactness: Pinot equals PostgreSQL (orders per city and status with GMV to the cent, deliveries, "
-            "order history counted once)"
+            "order history counted once, the order ledger's sums)"
         )
     except AssertionError as exc:
         print(f"\nexactness: FAILED: {exc}")
