@@ -7,11 +7,16 @@
    `order_events` every 20 ms. For each commit, commit -> queryable is the time until Pinot counts every order
    its writer committed so far. The bench reports the rate the writers held, and says so when they fell short.
 2. Query latency: `volume` order events (5 per order: placed .. delivered, one order in twenty cancelled
-   after confirmation) are produced through the relay's own encoder to a topic of the benchmark's own,
-   ingested by copies of the `orders` and `order_events` tables (same configs, `bench_` names), so the load
-   never delays what other users of the stack ingest. Then every library query runs `runs` times over the
-   CLI's default window (the last 24 h) and over all the data, after three warm-up runs each; one table
-   of p50/p99 as the client sees them (pinotdb) and as the broker reports them (`timeUsedMs`). Delivery
+   after confirmation) are produced through the relay's own encoder to topics of the benchmark's own,
+   together with the order ledger entries the triggers of migration 0015 would write for them (one at
+   placement; a cancellation's two: the live state leaving, the cancelled one arriving). Copies of the
+   `orders`, `order_events` and `order_ledger` tables (same configs, `bench_` names) ingest them, so the
+   load never delays what other users of the stack ingest. The benchmark's topics are created as the stack's
+   are (pipeline.contract.topics: the state topics compacted only after the history retention, the ledger's
+   never). Once loaded, one check that the ledger queries over the copies equal the same sums over the upsert
+   copy `bench_orders` ("ledger equals orders"). Then every library query runs `runs` times over the CLI's
+   default window (the last 24 h) and over all the data, after three warm-up runs each; one table of
+   p50/p99 as the client sees them (pinotdb) and as the broker reports them (`timeUsedMs`). Delivery
    queries read the shared delivery tables as they are. For each query over the aim, one traced run
    splits the broker's time from the server's.
 3. The Pinot server's heap after a full GC (`jcmd`) and the segment sizes of the copies.
@@ -47,6 +52,7 @@ from pipeline.analytics.queries import library, run_query
 from pipeline.analytics.tables import apply, desired_specs
 from pipeline.config import Settings, load_settings
 from pipeline.contract.codec import Codec
+from pipeline.contract.topics import ensure_stream_topics
 from pipeline.devstack.generator import CITIES, CUISINES
 from pipeline.outbox.store import OutboxRow
 from tests.support.database import scratch_database
@@ -58,6 +64,7 @@ TICK_S = 0.1
 STEPS = ("placed", "confirmed", "preparing", "picked_up", "delivered")
 HISTORY = timedelta(days=2)  # the synthetic orders are placed over the last two days
 PREFIX = "bench_"  # the copies of the order tables
+COPIED = ("orders", "order_events", "order_ledger")
 TOPIC_PREFIX = "bench."
 AIM_P50_MS, AIM_P99_MS = 30, 100
 
@@ -157,13 +164,13 @@ def _freshness(services: Services, db: str, rate: int, seconds: int, warmup_s: i
 
 
 def bench_tables(settings: Settings) -> list[dict[str, Any]]:
-    """The checked-in `orders` and `order_events`, renamed and reading the benchmark's own topic."""
+    """The checked-in `orders`, `order_events` and `order_ledger`, renamed and reading the benchmark's own topics."""
     prefixed = settings.model_copy(
         update={"endpoints": settings.endpoints.model_copy(update={"topic_prefix": TOPIC_PREFIX})}
     )
     created = []
     for spec in desired_specs(prefixed):
-        if spec.name in ("orders", "order_events"):
+        if spec.name in COPIED:
             schema, table = copy.deepcopy(spec.schema), copy.deepcopy(spec.table)
             schema["schemaName"] = table["tableName"] = table["segmentsConfig"]["schemaName"] = PREFIX + spec.name
             created.append({"schema": schema, "table": table})
@@ -171,10 +178,8 @@ def bench_tables(settings: Settings) -> list[dict[str, Any]]:
 
 
 def create_bench_tables(settings: Settings) -> None:
-    endpoints = settings.endpoints
-    codec = Codec(TOPIC_PREFIX)
-    kafka.ensure_topics(endpoints.kafka_bootstrap_servers, codec.topics, endpoints.kafka_topic_partitions, {})
-    controller = Controller(endpoints.pinot_controller_url)
+    ensure_stream_topics(settings.endpoints, Codec(TOPIC_PREFIX))
+    controller = Controller(settings.endpoints.pinot_controller_url)
     for spec in bench_tables(settings):
         name = spec["table"]["tableName"]
         while controller.realtime_table(name) is None and controller.hosted(name):
@@ -190,21 +195,41 @@ def drop_bench_tables(settings: Settings) -> None:
     for spec in bench_tables(settings):
         controller.delete_table(spec["table"]["tableName"])
     admin = AdminClient({"bootstrap.servers": settings.endpoints.kafka_bootstrap_servers})
-    topics = Codec(TOPIC_PREFIX).topics
-    for future in admin.delete_topics(topics, operation_timeout=30).values():
-        future.result()
+    existing = admin.list_topics(timeout=10).topics
+    topics = [topic for topic in Codec(TOPIC_PREFIX).topics if topic in existing]
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            future.result()
     while set(topics) & set(admin.list_topics(timeout=10).topics):
         time.sleep(0.5)
+
+
+def ledger_entry(state: dict[str, Any], sign: int) -> dict[str, Any]:
+    """Migration 0015's ledger_entry(o, sign): the order state `state` (an order payload) arriving (1) or
+    leaving (-1)."""
+    live = state["status"] != "cancelled"
+    return {
+        **{name: state[name] for name in ("order_id", "restaurant_id", "restaurant_name", "city", "cuisine")},
+        "placed_at": state["placed_at"],
+        "orders": sign,
+        "cancelled": 0 if live else sign,
+        "gmv_cents": sign * state["total_cents"] if live else 0,
+        "subtotal_cents": sign * state["subtotal_cents"] if live else 0,
+        "items": sign * state["item_count"] if live else 0,
+    }
 
 
 def synthetic_order(
     order: int, orders: int, start: datetime, restaurants: list[tuple[str, ...]]
 ) -> Iterator[OutboxRow]:
-    """The lifecycle events of synthetic order number `order` of `orders` placed over HISTORY from `start`."""
+    """The lifecycle events of synthetic order number `order` of `orders` placed over HISTORY from `start`, each
+    followed by the ledger entries its trigger would write in the same transaction: the placement's, and a
+    cancellation's two (the live state leaves, the cancelled one arrives); other status changes write none."""
     rid, name, city, cuisine = restaurants[order % len(restaurants)]
     order_id = str(uuid.UUID(int=order + (1 << 64), version=4))
     placed = start + HISTORY * ((order % orders) / orders)
     path = STEPS if order % 20 else (*STEPS[:2], "cancelled")
+    position, previous = 0, None
     for step, status in enumerate(path):
         at = placed + timedelta(minutes=8 * step)
         payload = {
@@ -230,13 +255,24 @@ def synthetic_order(
             "updated_at": at.isoformat(),
         }
         event_type = "OrderPlaced" if step == 0 else "OrderCancelled" if status == "cancelled" else "OrderStatusChanged"
-        yield OutboxRow(
-            step + 1, str(uuid.uuid4()), "order", order_id, event_type, json.dumps(payload), 1, step + 1, at
-        )
+        if previous is None:
+            entries = [ledger_entry(payload, 1)]
+        elif status == "cancelled":
+            entries = [ledger_entry(previous, -1), ledger_entry(payload, 1)]
+        else:
+            entries = []  # a status change short of a cancellation changes no fact the ledger counts
+        rows = [("order", event_type, payload)] + [("order_ledger", "OrderLedgerEntry", entry) for entry in entries]
+        for aggregate_type, row_type, body in rows:
+            position += 1
+            yield OutboxRow(
+                position, str(uuid.uuid4()), aggregate_type, order_id, row_type, json.dumps(body), 1, step + 1, at
+            )
+        previous = payload
 
 
-def load_volume(settings: Settings, events: int, first_order: int) -> None:
-    """Produce exactly `events` order events: whole lifecycles, the last one cut short if need be."""
+def load_volume(settings: Settings, events: int, first_order: int) -> tuple[int, int]:
+    """Produce exactly `events` order events: whole lifecycles, the last one cut short if need be, each event with
+    its ledger entries. Returns how many orders and ledger entries were produced."""
     endpoints = settings.endpoints
     codec = Codec(TOPIC_PREFIX)
     producer = Producer(kafka.producer_config(endpoints.kafka_bootstrap_servers, 300_000, 1_000_000))
@@ -248,11 +284,12 @@ def load_volume(settings: Settings, events: int, first_order: int) -> None:
     orders = math.ceil(events / len(STEPS))
     start = datetime.now(UTC) - HISTORY
     print(f"volume: producing {events:,} order events for {orders:,} orders ...", flush=True)
-    began, produced, order = time.perf_counter(), 0, first_order
+    began, produced, entries, order = time.perf_counter(), 0, 0, first_order
     while produced < events:
         for row in synthetic_order(order, orders, start, restaurants):
-            if produced == events:
-                break
+            is_event = row.aggregate_type == "order"
+            if is_event and produced == events:
+                break  # the last event's own ledger entries were produced with it
             message = codec.encode(row)
             while True:
                 try:
@@ -260,11 +297,16 @@ def load_volume(settings: Settings, events: int, first_order: int) -> None:
                     break
                 except BufferError:
                     producer.poll(0.1)
-            produced += 1
+            if is_event:
+                produced += 1
+            else:
+                entries += 1
         order += 1
         producer.poll(0)
-    producer.flush(300)
-    print(f"volume: produced in {time.perf_counter() - began:.0f} s", flush=True)
+    if producer.flush(300):
+        raise SystemExit("volume: Kafka did not take every message within 300 s")
+    print(f"volume: produced with {entries:,} ledger entries in {time.perf_counter() - began:.0f} s", flush=True)
+    return order - first_order, entries
 
 
 def count(cursor: Any, table: str) -> int:
@@ -274,22 +316,33 @@ def count(cursor: Any, table: str) -> int:
 
 def query_latency(settings: Settings, volume: int, runs: int) -> None:
     cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
-    events = PREFIX + "order_events"
-    before = count(cursor, events)
+    tables = {name: PREFIX + name for name in COPIED}
+    want = {name: count(cursor, table) for name, table in tables.items()}  # rows each copy must hold
+    before = want["order_events"]
     if before < volume:  # a run after --keep reuses what the first one loaded
-        load_volume(settings, volume - before, first_order=before)
+        orders, entries = load_volume(settings, volume - before, first_order=before)
+        want = {
+            "orders": want["orders"] + orders,
+            "order_events": volume,
+            "order_ledger": want["order_ledger"] + entries,
+        }
     began = time.monotonic()
-    while count(cursor, events) < volume:
+    while True:
+        have = {name: count(cursor, tables[name]) for name in want}
+        if all(have[name] >= want[name] for name in want):
+            break
         if time.monotonic() - began > 3600:
-            raise SystemExit(f"volume: {count(cursor, events):,} of {volume:,} events ingested after an hour")
+            behind = ", ".join(f"{tables[name]} {have[name]:,} of {want[name]:,}" for name in want)
+            raise SystemExit(f"volume: not all ingested after an hour: {behind}")
         time.sleep(5)
-    orders = count(cursor, PREFIX + "orders")
     print(
-        f"volume: {count(cursor, events):,} order events, {orders:,} orders (ingested {time.monotonic() - began:.0f} s)"
+        f"volume: {have['order_events']:,} order events, {have['orders']:,} orders, "
+        f"{have['order_ledger']:,} ledger entries (ingested {time.monotonic() - began:.0f} s)"
     )
     now = datetime.now(UTC)
     windows = {"24 h": (now - timedelta(days=1), now), "all": (now - HISTORY - timedelta(hours=1), now)}
-    tables = {"orders": PREFIX + "orders", "order_events": PREFIX + "order_events"}
+    differing = ledger_differs(cursor, *windows["all"], tables)
+    print("ledger equals orders:", f"no: {', '.join(differing)}" if differing else "yes", "(over all the data)")
     params = {"deliveries_within_radius": {"lat": 52.52, "lon": 13.405, "radius_m": 2000}}
     print(f"queries: {runs} runs each per window after 3 warm-up runs; wall = pinotdb round trip, broker = timeUsedMs")
     print(
@@ -321,6 +374,58 @@ def query_latency(settings: Settings, volume: int, runs: int) -> None:
         where_time_goes(traced.cursor(), name, label, since, until, tables, params.get(name, {}))
 
 
+# Each ledger query against the same sums over the upsert copy: its key column, the result columns compared
+# (summed over periods), the orders' expressions for them, and whether cancelled orders are left out.
+LEDGER_CHECKS = (
+    ("gmv_by_city", "city", ("gmv_cents", "orders"), "SUM(total_cents), COUNT(*)", True),
+    ("gmv_by_cuisine", "cuisine", ("gmv_cents", "orders"), "SUM(total_cents), COUNT(*)", True),
+    ("gmv_by_restaurant", "restaurant_id", ("gmv_cents", "orders"), "SUM(total_cents), COUNT(*)", True),
+    ("top_restaurants", "restaurant_id", ("gmv_cents", "orders"), "SUM(total_cents), COUNT(*)", True),
+    (
+        "cancellation_rate",
+        "restaurant_id",
+        ("orders", "cancelled"),
+        "COUNT(*), SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END)",
+        False,
+    ),
+    (
+        "average_basket",
+        "city",
+        ("avg_subtotal_cents", "avg_items", "orders"),
+        "SUM(subtotal_cents) / COUNT(*), SUM(item_count) / COUNT(*), COUNT(*)",
+        True,
+    ),
+)
+
+
+def ledger_differs(cursor: Any, since: datetime, until: datetime, tables: dict[str, str]) -> list[str]:
+    """The ledger queries whose answers over the copies differ from the same sums over the upsert copy in the
+    window the query used (so the synthetic ledger entries are what the triggers would write). The limit is
+    raised so that top_restaurants answers every restaurant."""
+    differing = []
+    for name, key, compared, expressions, live_only in LEDGER_CHECKS:
+        result = run_query(cursor, name, since=since, until=until, grain="day", limit=10_000, tables=tables)
+        columns = [column.name for column in result.columns]
+        ledger: dict[str, list[float]] = {}
+        for row in result.rows:
+            sums = ledger.setdefault(row[columns.index(key)], [0] * len(compared))
+            for i, column in enumerate(compared):
+                sums[i] += row[columns.index(column)]
+        live = " AND status <> 'cancelled'" if live_only else ""
+        cursor.execute(
+            f"SELECT {key}, {expressions} FROM {tables['orders']} "
+            f"WHERE placed_at >= %(since)s AND placed_at < %(until)s{live} GROUP BY {key} LIMIT 100000",
+            {"since": round(result.since.timestamp() * 1000), "until": round(result.until.timestamp() * 1000)},
+        )
+        orders = {row[0]: row[1:] for row in cursor.fetchall()}
+        same = ledger.keys() == orders.keys() and all(
+            math.isclose(a, b, rel_tol=1e-9) for k, sums in ledger.items() for a, b in zip(sums, orders[k], strict=True)
+        )
+        if not same:
+            differing.append(name)
+    return differing
+
+
 def where_time_goes(
     cursor: Any, name: str, label: str, since: datetime, until: datetime, tables: dict, params: dict
 ) -> None:
@@ -347,7 +452,7 @@ def pinot_footprint(settings: Settings) -> None:
     subprocess.run(["jcmd", pid, "GC.run"], capture_output=True, check=True)
     heap = subprocess.run(["jcmd", pid, "GC.heap_info"], capture_output=True, text=True, check=True).stdout
     print("pinot server heap after a full GC (all tables of the stack):", " ".join(heap.splitlines()[1].split()[2:6]))
-    for table in ("orders", "order_events"):
+    for table in COPIED:
         url = f"{settings.endpoints.pinot_controller_url}/tables/{PREFIX}{table}/size"
         size = requests.get(url, timeout=60).json()
         segments = size["realtimeSegments"]["segments"]
