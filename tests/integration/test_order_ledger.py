@@ -112,6 +112,8 @@ def test_an_order_the_ledger_never_counted_is_counted_once(db: str) -> None:
         conn.execute("DELETE FROM order_service.outbox")
         conn.execute("INSERT INTO order_service.orders_outside_ledger SELECT unnest(%s::uuid[])", (ids,))
 
+        conn.execute("UPDATE order_service.orders SET updated_at = now() WHERE id = ANY(%s)", (ids,))  # no event
+        assert conn.execute("SELECT count(*) FROM order_service.orders_outside_ledger").fetchone() == (3,)
         conn.execute("UPDATE order_service.orders SET tip = 3 WHERE id = %s", (changed,))
         conn.execute("SELECT order_service.emit_order_snapshots(%s)", ([changed, snapshotted],))
         conn.execute("SELECT order_service.emit_order_snapshots(%s)", ([changed, snapshotted],))  # a re-run
