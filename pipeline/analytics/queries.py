@@ -38,7 +38,7 @@ PARAMETER = re.compile(r"%\((\w+)\)s")
 NUMBERS = ("lat", "lon", "radius_m")  # the library's numeric parameters besides the window and the limit
 FROM_TABLE = re.compile(r"\bFROM (\w+)")
 # The order ledger's period columns, computed at ingestion (pinot/tables/order_ledger.json).
-GRAINS = {"hour": "placed_hour", "day": "placed_day"}
+GRAINS = {"minute": "placed_minute", "hour": "placed_hour", "day": "placed_day"}
 GRAIN_COLUMN = re.compile(r"\bGRAIN_COLUMN\b")
 # What each kind of column holds in a Result: the unit is part of the column's name where there is one.
 KINDS = {

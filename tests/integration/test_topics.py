@@ -8,6 +8,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 
 from connectors import kafka
 from pipeline.contract.codec import Codec
+from pipeline.contract.topics import ensure_stream_topics
 from tests.support.polling import wait_until
 from tests.support.services import Services
 
@@ -45,3 +46,25 @@ def test_topics_are_compacted_and_older_ones_are_altered_once(services: Services
     assert {p: w[0] for p, w in kafka.watermarks(endpoints.kafka_bootstrap_servers, legacy).items()} == {0: 0, 1: 0}
     kafka.ensure_topics(endpoints.kafka_bootstrap_servers, topics, 4, endpoints.topic_config)  # a no-op
     assert _configs(endpoints.kafka_bootstrap_servers, topics) == compacted
+
+
+def test_the_ledger_topic_keeps_every_entry_and_the_state_topics_are_compacted(services: Services, prefix: str) -> None:
+    endpoints = services.settings(prefix).endpoints
+    codec = Codec(prefix)
+    ensure_stream_topics(endpoints, codec)
+    ledger = f"{prefix}nibble.order_ledger"
+    admin = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap_servers})
+
+    def policies() -> dict[str, tuple[str, str]] | None:
+        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic) for topic in codec.topics])
+        try:
+            return {
+                resource.name: (configs["cleanup.policy"].value, configs["retention.ms"].value)
+                for resource, future in described.items()
+                for configs in [future.result(timeout=20)]
+            }
+        except KafkaException:
+            return None
+
+    expected = {topic: ("compact", "604800000") for topic in codec.topics} | {ledger: ("delete", "-1")}
+    wait_until(lambda: policies() == expected, 30, what="the ledger uncompacted, the state topics compacted")

@@ -1,4 +1,4 @@
--- GMV by city per hour or day: gross merchandise value (order totals incl. fees and tips, cancelled orders excluded) in cents.
+-- GMV by city per minute, hour or day: gross merchandise value (order totals incl. fees and tips, cancelled orders excluded) in cents.
 -- columns: city text, period time, gmv_cents money, orders count
 -- window: whole hours
 SELECT city, GRAIN_COLUMN AS period, SUM(gmv_cents) AS gmv_cents, SUM(orders) - SUM(cancelled) AS orders

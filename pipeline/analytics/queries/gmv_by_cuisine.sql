@@ -1,4 +1,4 @@
--- GMV by cuisine per hour or day: which cuisines sell, in cents (cancelled orders excluded).
+-- GMV by cuisine per minute, hour or day: which cuisines sell, in cents (cancelled orders excluded).
 -- columns: cuisine text, period time, gmv_cents money, orders count
 -- window: whole hours
 SELECT cuisine, GRAIN_COLUMN AS period, SUM(gmv_cents) AS gmv_cents, SUM(orders) - SUM(cancelled) AS orders

@@ -1,4 +1,4 @@
--- GMV by restaurant per hour or day, in cents (cancelled orders excluded).
+-- GMV by restaurant per minute, hour or day, in cents (cancelled orders excluded).
 -- columns: restaurant_id text, restaurant_name text, period time, gmv_cents money, orders count
 -- window: whole hours
 SELECT restaurant_id, restaurant_name, GRAIN_COLUMN AS period, SUM(gmv_cents) AS gmv_cents,
