@@ -1,11 +1,13 @@
 """Pinot benchmark (prints figures; not a test). Run from the repo root with the stack up:
 
-    .venv/bin/python -m bench.bench_pinot [--rate 5000] [--seconds 60] [--volume 10000000] [--runs 30] [--keep]
+    .venv/bin/python -m bench.bench_pinot [--rate 5000] [--seconds 60] [--writers 3] [--relays 1]
+        [--volume 10000000] [--runs 30] [--skip-freshness] [--keep]
 
 1. Freshness: `--writers` processes together commit `rate / 10` orders every 100 ms (one OrderPlaced each)
    into a scratch database while a relay publishes them to the real orders topic; a probe polls Pinot's
    `order_events` every 20 ms. For each commit, commit -> queryable is the time until Pinot counts every order
-   its writer committed so far. The bench reports the rate the writers held, and says so when they fell short.
+   its writer committed so far. The bench reports the rate the writers held, and says so when they fell short,
+   and how many outbox rows the relay had still to publish when they stopped (where a lag comes from).
 2. Query latency: `volume` order events (5 per order: placed .. delivered, one order in twenty cancelled
    after confirmation) are produced through the relay's own encoder to topics of the benchmark's own,
    together with the order ledger entries the triggers of migration 0015 would write for them (one at
@@ -21,8 +23,8 @@
    splits the broker's time from the server's.
 3. The Pinot server's heap after a full GC (`jcmd`) and the segment sizes of the copies.
 
-Heap: with the checked-in configs (dedup keys unhashed) the local server's 4 GB heap ran out at ~9.2 M events
-in the copies on top of the stack's own tables (docs/pinot.md); --volume 6000000 fits.
+Heap: the dedup tables keep an MD5 key per event id on the server's heap (docs/pinot.md); the measured heap at
+10 M events is in docs/pinot.md.
 """
 
 from __future__ import annotations
@@ -75,9 +77,9 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def freshness(services: Services, rate: int, seconds: int, warmup_s: int, writers: int) -> None:
+def freshness(services: Services, rate: int, seconds: int, warmup_s: int, writers: int, relays: int) -> None:
     with scratch_database(services.database_url, "bench_pinot", migrated=True) as db:
-        relay = RelayProcess(services, db)
+        relay = RelayProcess(services, db, processes=relays)
         try:
             _freshness(services, db, rate, seconds, warmup_s, writers)
         finally:
@@ -136,6 +138,11 @@ def _freshness(services: Services, db: str, rate: int, seconds: int, warmup_s: i
             else:
                 pending[city].append((at, committed))
                 commits.append(at)
+        if not running and deadline is None:
+            # Where the lag is: rows the relay has not published yet, or events Pinot has not ingested yet.
+            with psycopg.connect(db) as conn:
+                backlog = conn.execute("SELECT count(*) FROM order_service.outbox").fetchone()[0]
+            print(f"freshness: when the writers stopped, {backlog:,} outbox rows were not yet published")
         if not running:
             deadline = deadline or time.monotonic() + 120
             if time.monotonic() > deadline:
@@ -465,7 +472,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=5000, help="events/s the freshness writer commits")
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10, help="seconds before freshness is measured")
-    parser.add_argument("--writers", type=int, default=2, help="freshness writer processes")
+    parser.add_argument("--writers", type=int, default=3, help="freshness writer processes")
+    parser.add_argument("--relays", type=int, default=1, help="relay processes publishing the freshness writes")
     parser.add_argument("--volume", type=int, default=10_000_000, help="order events the copies must hold")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--skip-freshness", action="store_true")
@@ -476,7 +484,7 @@ def main() -> None:
     print("the machine is shared: whatever else runs on its two cores shows in these figures", flush=True)
     apply(settings)
     if not args.skip_freshness:
-        freshness(services, args.rate, args.seconds, args.warmup, args.writers)
+        freshness(services, args.rate, args.seconds, args.warmup, args.writers, args.relays)
     create_bench_tables(settings)
     try:
         query_latency(settings, args.volume, args.runs)
