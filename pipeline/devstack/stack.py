@@ -46,7 +46,7 @@ JAVA_OPENS = [
     f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
     for pkg in ("java.nio", "sun.nio.ch", "java.lang", "java.util", "java.lang.reflect", "jdk.internal.misc")
 ] + ["-Dio.netty.tryReflectionSetAccessible=true"]
-HEAPS = {"kafka": "1g", "zookeeper": "256m", "pinot-controller": "1g", "pinot-broker": "1g", "pinot-server": "4g"}
+HEAPS = {"kafka": "1g", "zookeeper": "256m", "pinot-controller": "1g", "pinot-broker": "1g", "pinot-server": "6g"}
 START_TIMEOUT_S = 600  # a Pinot server reloading a few million rows is healthy only after minutes
 
 Report = Callable[[str], None]
