@@ -58,6 +58,7 @@ from pipeline.contract.topics import ensure_stream_topics
 from pipeline.devstack.generator import CITIES, CUISINES
 from pipeline.outbox.store import OutboxRow
 from tests.support.database import scratch_database
+from tests.support.ledger import change_entries
 from tests.support.relay import RelayProcess
 from tests.support.services import Services, local_services
 from tests.support.workload import place_orders
@@ -211,21 +212,6 @@ def drop_bench_tables(settings: Settings) -> None:
         time.sleep(0.5)
 
 
-def ledger_entry(state: dict[str, Any], sign: int) -> dict[str, Any]:
-    """Migration 0015's ledger_entry(o, sign): the order state `state` (an order payload) arriving (1) or
-    leaving (-1)."""
-    live = state["status"] != "cancelled"
-    return {
-        **{name: state[name] for name in ("order_id", "restaurant_id", "restaurant_name", "city", "cuisine")},
-        "placed_at": state["placed_at"],
-        "orders": sign,
-        "cancelled": 0 if live else sign,
-        "gmv_cents": sign * state["total_cents"] if live else 0,
-        "subtotal_cents": sign * state["subtotal_cents"] if live else 0,
-        "items": sign * state["item_count"] if live else 0,
-    }
-
-
 def synthetic_order(
     order: int, orders: int, start: datetime, restaurants: list[tuple[str, ...]]
 ) -> Iterator[OutboxRow]:
@@ -262,12 +248,7 @@ def synthetic_order(
             "updated_at": at.isoformat(),
         }
         event_type = "OrderPlaced" if step == 0 else "OrderCancelled" if status == "cancelled" else "OrderStatusChanged"
-        if previous is None:
-            entries = [ledger_entry(payload, 1)]
-        elif status == "cancelled":
-            entries = [ledger_entry(previous, -1), ledger_entry(payload, 1)]
-        else:
-            entries = []  # a status change short of a cancellation changes no fact the ledger counts
+        entries = change_entries(previous, payload)
         rows = [("order", event_type, payload)] + [("order_ledger", "OrderLedgerEntry", entry) for entry in entries]
         for aggregate_type, row_type, body in rows:
             position += 1

@@ -55,8 +55,8 @@ CREATE FUNCTION order_service.emit_ledger_entries() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM order_service.orders_outside_ledger WHERE order_id = NEW.id;
-    -- the old state leaves only if the ledger counted it: visible, and not on the list
-    IF NOT FOUND AND (OLD.announced OR OLD.item_count > 0) THEN
+    -- the old state leaves only if the ledger counted it: an update's old row, visible and not on the list
+    IF TG_OP = 'UPDATE' AND NOT FOUND AND (OLD.announced OR OLD.item_count > 0) THEN
         INSERT INTO order_service.outbox (aggregate_type, aggregate_id, event_type, payload, schema_version)
         VALUES ('order_ledger', OLD.id, 'OrderLedgerEntry', order_service.ledger_entry(OLD, -1), 1);
     END IF;
@@ -81,35 +81,23 @@ CREATE TRIGGER orders_ledger AFTER UPDATE ON order_service.orders
             OLD.restaurant_name, OLD.city, OLD.cuisine, OLD.placed_at)))
     EXECUTE FUNCTION order_service.emit_ledger_entries();
 
-CREATE FUNCTION order_service.emit_ledger_entry_on_insert() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO order_service.outbox (aggregate_type, aggregate_id, event_type, payload, schema_version)
-    VALUES ('order_ledger', NEW.id, 'OrderLedgerEntry', order_service.ledger_entry(NEW, 1), 1);
-    RETURN NULL;
-END
-$$;
-
+-- An order inserted already visible (0012's orders_outbox_insert places it): its state arrives.
 CREATE TRIGGER orders_ledger_insert AFTER INSERT ON order_service.orders
     FOR EACH ROW WHEN (NEW.announced OR NEW.item_count > 0)
-    EXECUTE FUNCTION order_service.emit_ledger_entry_on_insert();
+    EXECUTE FUNCTION order_service.emit_ledger_entries();
 
--- 0014's snapshots, plus the ledger entry of each order the ledger has not counted. The rows are locked
--- (FOR SHARE) by the first statement; the second runs on a snapshot taken after any writer that held one
--- of them committed, so it sees that writer's own ledger entry (and the list without the order) and a
--- state it counted is never counted again.
-CREATE OR REPLACE FUNCTION order_service.emit_order_snapshots(ids uuid[]) RETURNS integer
+-- 0014's snapshots keep their function, under a new name; the backfill's emit_order_snapshots adds the ledger
+-- entry of each order the ledger has not counted. The renamed function locks the rows (FOR SHARE) in its
+-- statement; the statement below runs on a snapshot taken after any writer that held one of them committed,
+-- so it sees that writer's own ledger entry (and the list without the order): a state it counted is never
+-- counted again.
+ALTER FUNCTION order_service.emit_order_snapshots(uuid[]) RENAME TO emit_order_state_snapshots;
+
+CREATE FUNCTION order_service.emit_order_snapshots(ids uuid[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    emitted integer;
+    emitted integer := order_service.emit_order_state_snapshots(ids);  -- it notifies the relay
 BEGIN
-    INSERT INTO order_service.outbox (aggregate_type, aggregate_id, event_type, payload, schema_version)
-    SELECT 'order', o.id, 'OrderSnapshot', order_service.order_payload(o), 1
-    FROM order_service.orders o
-    WHERE o.id = ANY (ids) AND (o.announced OR o.item_count > 0)
-    ORDER BY o.id
-    FOR SHARE;
-    GET DIAGNOSTICS emitted = ROW_COUNT;
     WITH counted AS (
         DELETE FROM order_service.orders_outside_ledger outside
         USING order_service.orders o
@@ -120,9 +108,6 @@ BEGIN
     SELECT 'order_ledger', (c.state).id, 'OrderLedgerEntry', order_service.ledger_entry(c.state, 1), 1
     FROM counted c
     ORDER BY (c.state).id;
-    IF emitted > 0 THEN
-        PERFORM pg_notify('nibble_outbox', 'order_service');
-    END IF;
     RETURN emitted;
 END
 $$;

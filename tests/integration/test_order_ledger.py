@@ -101,6 +101,20 @@ def test_random_business_changes_keep_the_ledger_equal_to_the_orders(db: str, se
         assert conn.execute("SELECT count(*) FROM order_service.orders_outside_ledger").fetchone() == (0,)
 
 
+def test_an_order_inserted_already_visible_is_counted_by_its_insert(db: str) -> None:
+    """Not what the order service does (it inserts an order without items), but a visible insert is placed."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO order_service.orders (user_id, restaurant_id, restaurant_name, city, cuisine, "
+            "delivery_location, item_count, subtotal) "
+            "VALUES (gen_random_uuid(), gen_random_uuid(), 'Pho 24', 'Berlin', 'vietnamese', %s, 2, 19.80)",
+            (POINT,),
+        )
+        assert_ledger_equals_orders(conn)
+        kinds = conn.execute("SELECT aggregate_type, event_type FROM order_service.outbox ORDER BY position").fetchall()
+        assert sorted(kinds) == [("order", "OrderPlaced"), ("order_ledger", "OrderLedgerEntry")]
+
+
 def test_an_order_the_ledger_never_counted_is_counted_once(db: str) -> None:
     """Orders visible before the ledger existed (migration 0015 lists them): a trigger's entry or a backfill
     snapshot counts the whole state once; snapshots of counted orders add nothing."""

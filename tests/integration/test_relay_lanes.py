@@ -18,6 +18,7 @@ from pipeline.outbox.store import OutboxStore
 from tests.integration.test_relay import assert_complete_and_ordered, backlog, lane_shares
 from tests.support.kafka_reader import read_topic
 from tests.support.polling import wait_until
+from tests.support.services import Services
 from tests.support.workload import EVENTS_PER_ORDER, ROWS_PER_ORDER, full_lifecycle, poisoned_order
 
 
@@ -92,6 +93,17 @@ def test_a_poison_event_parks_only_its_aggregate_and_its_lane_flows(services, db
     assert {str(order) for order in neighbours} <= {m.key for m in received}
 
 
+def switch_to_three_lanes(services: Services, database_url: str) -> subprocess.CompletedProcess[str]:
+    """`nibble relay lanes --set 3` on the order outbox, connected as `database_url`."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "relay", "lanes", "--outbox", "order_service", "--set", "3"],
+        env={**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_lane_count_switch_under_load_keeps_per_aggregate_order(services, db, prefix, start_relay) -> None:
     relays = [start_relay(relay_batch_size="500", relay_poll_interval_s="0.2") for _ in range(2)]
     wait_until(lambda: lane_shares(services, db)[0] == [4, 4], timeout_s=30, what="the lanes to be shared")
@@ -99,14 +111,7 @@ def test_a_lane_count_switch_under_load_keeps_per_aggregate_order(services, db, 
     writer = threading.Thread(target=lambda: [written.extend(full_lifecycle(db, 500)) for _ in range(8)])
     writer.start()
     wait_until(lambda: len(written) >= 1000, what="the writer to be under way")
-    env = {**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db}  # the owner changes the count
-    switch = subprocess.run(
-        [sys.executable, "-m", "pipeline", "relay", "lanes", "--outbox", "order_service", "--set", "3"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    switch = switch_to_three_lanes(services, db)  # the owner changes the count
     assert switch.returncode == 0, switch.stderr
     assert switch.stdout.strip() == "order_service: 8 -> 3 lanes; relays rejoin within a second"
     writer.join()
@@ -119,14 +124,7 @@ def test_a_lane_count_switch_under_load_keeps_per_aggregate_order(services, db, 
 
 
 def test_the_relay_role_cannot_switch_the_lane_count(services, db) -> None:
-    env = {**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": services.relay_url_for(db.rsplit("/", 1)[1])}
-    switch = subprocess.run(
-        [sys.executable, "-m", "pipeline", "relay", "lanes", "--outbox", "order_service", "--set", "3"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    switch = switch_to_three_lanes(services, services.relay_url_for(db.rsplit("/", 1)[1]))
     assert switch.returncode == 1
     assert switch.stderr.strip().splitlines() == [
         "nibble relay: permission denied for table outbox_lanes: run it as the database owner"

@@ -13,13 +13,15 @@ from tests.support.polling import wait_until
 from tests.support.services import Services
 
 
-def _configs(bootstrap: str, topics: list[str]) -> dict[str, tuple[str, str]] | None:
-    """Each topic's (cleanup.policy, min.compaction.lag.ms); None while Kafka does not know a topic yet."""
+def _configs(
+    bootstrap: str, topics: list[str], second: str = "min.compaction.lag.ms"
+) -> dict[str, tuple[str, str]] | None:
+    """Each topic's (cleanup.policy, `second` config); None while Kafka does not know a topic yet."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic) for topic in topics])
     try:
         return {
-            resource.name: (configs["cleanup.policy"].value, configs["min.compaction.lag.ms"].value)
+            resource.name: (configs["cleanup.policy"].value, configs[second].value)
             for resource, future in described.items()
             for configs in [future.result(timeout=20)]
         }
@@ -53,18 +55,9 @@ def test_the_ledger_topic_keeps_every_entry_and_the_state_topics_are_compacted(s
     codec = Codec(prefix)
     ensure_stream_topics(endpoints, codec)
     ledger = f"{prefix}nibble.order_ledger"
-    admin = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap_servers})
-
-    def policies() -> dict[str, tuple[str, str]] | None:
-        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic) for topic in codec.topics])
-        try:
-            return {
-                resource.name: (configs["cleanup.policy"].value, configs["retention.ms"].value)
-                for resource, future in described.items()
-                for configs in [future.result(timeout=20)]
-            }
-        except KafkaException:
-            return None
-
     expected = {topic: ("compact", "604800000") for topic in codec.topics} | {ledger: ("delete", "-1")}
-    wait_until(lambda: policies() == expected, 30, what="the ledger uncompacted, the state topics compacted")
+    wait_until(
+        lambda: _configs(endpoints.kafka_bootstrap_servers, codec.topics, "retention.ms") == expected,
+        30,
+        what="the ledger uncompacted, the state topics compacted",
+    )

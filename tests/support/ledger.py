@@ -22,31 +22,39 @@ MEASURES = ("orders", "cancelled", "gmv_cents", "subtotal_cents", "items")
 
 def facts(state: dict[str, Any]) -> dict[str, Any]:
     """What the ledger counts for one order payload (the orders stream's fields)."""
+    return entry(state, 1)
+
+
+def entry(state: dict[str, Any], sign: int) -> dict[str, Any]:
+    """Migration 0015's ledger_entry(o, sign): the order state `state` arriving (1) or leaving (-1)."""
     live = state["status"] != "cancelled"
     return {
         **{name: state[name] for name in DIMENSIONS},
-        "orders": 1,
-        "cancelled": 0 if live else 1,
-        "gmv_cents": state["total_cents"] if live else 0,
-        "subtotal_cents": state["subtotal_cents"] if live else 0,
-        "items": state["item_count"] if live else 0,
+        "orders": sign,
+        "cancelled": 0 if live else sign,
+        "gmv_cents": sign * state["total_cents"] if live else 0,
+        "subtotal_cents": sign * state["subtotal_cents"] if live else 0,
+        "items": sign * state["item_count"] if live else 0,
     }
 
 
+def change_entries(previous: dict[str, Any] | None, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the triggers write for one change (previous None: the placement): nothing unless a fact or a
+    dimension changes, else the old state leaving and the new one arriving."""
+    if previous is None:
+        return [entry(state, 1)]
+    if facts(previous) == facts(state):
+        return []
+    return [entry(previous, -1), entry(state, 1)]
+
+
 def ledger_entries(states: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries one order's successive states write: its first state whole, then only what changes: a
-    change of measures as their difference, a change of dimensions as the old facts negated and the new ones."""
+    """The entries one order's successive states write."""
     entries: list[dict[str, Any]] = []
-    counted: dict[str, Any] | None = None
+    previous = None
     for state in states:
-        now = facts(state)
-        if counted is None:
-            entries.append(now)
-        elif any(now[name] != counted[name] for name in DIMENSIONS):
-            entries += [{**counted, **{m: -counted[m] for m in MEASURES}}, now]
-        elif any(now[m] != counted[m] for m in MEASURES):
-            entries.append({**now, **{m: now[m] - counted[m] for m in MEASURES}})
-        counted = now
+        entries += change_entries(previous, state)
+        previous = state
     return entries
 
 

@@ -1,5 +1,6 @@
 """tests/support/ledger.py, the order ledger entries the query tests publish: summed per order, they equal its
-newest state's facts (docs/events.md, "The order ledger"), and only a change of those facts writes an entry."""
+newest state's facts (docs/events.md, "The order ledger"), and only a change of those facts writes entries (the
+old state leaving, the new one arriving, as the triggers of migration 0015 write them)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def test_a_status_change_other_than_cancelling_writes_nothing() -> None:
 
 
 def test_a_cancellation_counts_it_cancelled_and_takes_its_money_out() -> None:
-    _, cancelled = ledger_entries([PLACED, {**PLACED, "status": "cancelled"}])
-    assert {m: cancelled[m] for m in MEASURES} == {
+    _, left, arrived = ledger_entries([PLACED, {**PLACED, "status": "cancelled"}])
+    assert {m: left[m] + arrived[m] for m in MEASURES} == {
         "orders": 0,
         "cancelled": 1,
         "gmv_cents": -2180,
@@ -57,8 +58,8 @@ def test_a_cancellation_counts_it_cancelled_and_takes_its_money_out() -> None:
 
 
 def test_a_tip_while_live_is_its_difference() -> None:
-    _, tip = ledger_entries([PLACED, {**PLACED, "total_cents": 2430}])
-    assert {m: tip[m] for m in MEASURES} == {
+    _, left, arrived = ledger_entries([PLACED, {**PLACED, "total_cents": 2430}])
+    assert {m: left[m] + arrived[m] for m in MEASURES} == {
         "orders": 0,
         "cancelled": 0,
         "gmv_cents": 250,
@@ -100,8 +101,8 @@ def test_the_rows_encode_as_the_relay_would_publish_them() -> None:
     rows = ledger_rows([PLACED, {**PLACED, "status": "cancelled"}], datetime(2026, 11, 25, 11, tzinfo=UTC))
     assert [(r.aggregate_type, r.event_type, r.schema_version) for r in rows] == [
         ("order_ledger", "OrderLedgerEntry", 1)
-    ] * 2
-    assert len({r.event_id for r in rows}) == 2
+    ] * 3
+    assert len({r.event_id for r in rows}) == 3
     codec = Codec()
     for row in rows:
         message = codec.encode(row)
