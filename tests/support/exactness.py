@@ -1,22 +1,51 @@
-"""Pinot equals PostgreSQL: the comparisons every exactness test makes (end to end, faults, backfill).
+"""Pinot equals PostgreSQL: the one exactness check of the end-to-end, fault and backfill tests (and the soak),
+then the checks of each library query against an answer computed from PostgreSQL.
 
-An `Ingested` scope is a database plus the cities its data lives in (a random suffix keeps them apart from
+A scope (`Ingested`) is a database plus the cities its data lives in (a random suffix keeps them apart from
 everything else the shared tables hold); every comparison is restricted to those cities.
+
+`compare(scope)` reads both sides and lists every difference by id:
+- the state tables (`orders`, `deliveries`, `drivers`, `restaurants`): one Pinot row per visible PostgreSQL
+  row, equal column by column: every schema column with a PostgreSQL source, converted as the triggers
+  convert (cents, epoch milliseconds, lat/lon of a geography), and the envelope (event id and type, outbox
+  position, transaction, time) of the aggregate's last committed event;
+- the order ledger: per order, its entries net to one live slice, the order's dimensions with its measures
+  (1 order, cancelled, GMV, subtotal, items); any other slice (a state that left) nets to zero;
+- the event tables (`order_events`, `delivery_events`, `order_ledger`): every committed event exactly once,
+  with its aggregate, type and envelope, and nothing else (no rolled-back work, no event never committed).
+
+The committed events are those `record_committed_events` recorded: a trigger on each outbox copies every
+event's envelope in the transaction that writes it, so the record holds exactly the committed events, after
+the relay deleted them and even when a COMMIT's answer was lost to a PostgreSQL restart.
+
+`assert_pinot_equals_postgres(scope)` waits for Pinot to catch up, then fails naming the first differences;
+`compare(scope).report()` prints them (bench/soak.py). tests/e2e/test_exactness.py proves the check catches
+a lost event, a duplicate, a stale column and rolled-back work.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import product
 from typing import Any
 
+import httpx
+import pinotdb.exceptions
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from pipeline.analytics.queries import run_query
 from pipeline.devstack.generator import CITIES
+from pipeline.resources import PINOT
+
+OUTBOXES = ("order_service", "driver_service", "restaurant_service")
 
 
 @dataclass(frozen=True)
@@ -31,6 +60,11 @@ class Ingested:
 
     def pg(self, query: str, *params: Any) -> list[tuple]:
         with psycopg.connect(self.db) as conn:
+            conn.execute("SET TIME ZONE 'UTC'")
+            return conn.execute(query, params).fetchall()
+
+    def pg_dicts(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        with psycopg.connect(self.db, row_factory=dict_row) as conn:
             conn.execute("SET TIME ZONE 'UTC'")
             return conn.execute(query, params).fetchall()
 
@@ -64,11 +98,479 @@ def backlog(db: str) -> int:
     with psycopg.connect(db) as conn:
         return sum(
             conn.execute(sql.SQL("SELECT count(*) FROM {}.outbox").format(sql.Identifier(s))).fetchone()[0]
-            for s in ("order_service", "driver_service", "restaurant_service")
+            for s in OUTBOXES
         )
 
 
-# --- Pinot equals PostgreSQL ----------------------------------------------------------------------------
+# --- the record of committed events ---------------------------------------------------------------------
+
+RECORD = """
+CREATE TABLE public.committed_events (
+    event_id uuid PRIMARY KEY,
+    position bigint NOT NULL,
+    aggregate_type text NOT NULL,
+    aggregate_id uuid NOT NULL,
+    event_type text NOT NULL,
+    txid bigint NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    city text
+);
+CREATE INDEX ON public.committed_events (aggregate_type, aggregate_id, position);
+-- A dead letter replayed is inserted again with its id: recorded once.
+CREATE FUNCTION public.record_committed_events() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    INSERT INTO public.committed_events
+    SELECT event_id, position, aggregate_type, aggregate_id, event_type, txid::text::bigint, occurred_at,
+           payload->>'city'
+    FROM new_rows
+    ON CONFLICT (event_id) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+"""
+RECORD_TRIGGER = (
+    "CREATE TRIGGER record_committed_events AFTER INSERT ON {}.outbox REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION public.record_committed_events()"
+)
+
+
+def record_committed_events(db: str) -> None:
+    """From now on, every event committed to an outbox of `db` is also recorded in public.committed_events
+    (in the same transaction: rolled-back work is never recorded). Call it before anything is written."""
+    with psycopg.connect(db) as conn:
+        conn.execute(RECORD)
+        for schema in OUTBOXES:
+            conn.execute(sql.SQL(RECORD_TRIGGER).format(sql.Identifier(schema)))
+
+
+def forget_committed_events(db: str) -> None:
+    """Empty the record, for events deliberately never published (a database that predates the pipeline)."""
+    with psycopg.connect(db) as conn:
+        conn.execute("DELETE FROM public.committed_events")
+
+
+# --- differences ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way a Pinot table differs from PostgreSQL, named by the id of the row or event."""
+
+    table: str  # the Pinot table
+    noun: str  # what `key` identifies: "order", "order_events event", "ledger of order", ...
+    key: str
+    kind: str  # missing | extra | duplicate | stale
+    column: str = ""
+    pinot: Any = None
+    pg: Any = None
+
+    def __str__(self) -> str:
+        if self.kind == "missing":
+            return f"missing in Pinot: {self.noun} {self.key}"
+        if self.kind == "extra":
+            return f"extra in Pinot: {self.noun} {self.key}"
+        if self.kind == "duplicate":
+            return f"duplicate in Pinot ({self.pinot} rows): {self.noun} {self.key}"
+        return f"stale column {self.column} of {self.noun} {self.key}: pinot={self.pinot!r} pg={self.pg!r}"
+
+
+def diff_rows(
+    table: str, noun: str, key: str, expected: list[dict[str, Any]], observed: list[dict[str, Any]]
+) -> list[Difference]:
+    """Rows keyed by `key`: each expected row exactly once in `observed`, equal in every expected column."""
+    want = {row[key]: row for row in expected}
+    counts = Counter(row[key] for row in observed)
+    seen = {row[key]: row for row in observed}
+    found = [Difference(table, noun, k, "missing") for k in sorted(want.keys() - seen.keys())]
+    found += [Difference(table, noun, k, "extra") for k in sorted(seen.keys() - want.keys())]
+    found += [Difference(table, noun, k, "duplicate", pinot=n) for k, n in sorted(counts.items()) if n > 1]
+    for k in sorted(want.keys() & seen.keys()):
+        found += [
+            Difference(table, noun, k, "stale", column, seen[k].get(column), value)
+            for column, value in want[k].items()
+            if seen[k].get(column) != value
+        ]
+    return found
+
+
+LEDGER_DIMENSIONS = ("restaurant_id", "restaurant_name", "city", "cuisine", "placed_at")
+LEDGER_DERIVED = ("placed_minute", "placed_hour", "placed_day")  # placed_at truncated at ingestion
+LEDGER_MEASURES = ("orders", "cancelled", "gmv_cents", "subtotal_cents", "items")
+
+
+def diff_ledger(expected: list[dict[str, Any]], observed: list[dict[str, Any]]) -> list[Difference]:
+    """`expected`: per counted order its dimensions and measures; `observed`: Pinot's sums per order and slice
+    (its dimensions). Each order nets to exactly one live slice equal to its expected row."""
+    noun = "ledger of order"
+    want = {row["order_id"]: row for row in expected}
+    slices: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in observed:
+        slices[row["order_id"]].append(row)
+    found = []
+    for order_id in sorted(want.keys() | slices.keys()):
+        live = [row for row in slices.get(order_id, []) if any(row[m] for m in LEDGER_MEASURES)]
+        if order_id not in slices:
+            found.append(Difference("order_ledger", noun, order_id, "missing"))
+        elif order_id not in want:
+            if live:
+                found.append(Difference("order_ledger", noun, order_id, "extra"))
+        elif len(live) > 1:
+            dimensions = [[row[d] for d in LEDGER_DIMENSIONS] for row in live]
+            found.append(Difference("order_ledger", noun, order_id, "stale", "live slices", dimensions, 1))
+        else:
+            got = live[0] if live else {**want[order_id], **dict.fromkeys(LEDGER_MEASURES, 0)}
+            found += [
+                Difference("order_ledger", noun, order_id, "stale", column, got.get(column), value)
+                for column, value in want[order_id].items()
+                if got.get(column) != value
+            ]
+    return found
+
+
+@dataclass(frozen=True)
+class Comparison:
+    rows: dict[str, int]  # per Pinot table, the rows (or events) PostgreSQL says it holds for the scope
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+    def report(self, first: int = 20) -> str:
+        held = ", ".join(f"{table} {n:,}" for table, n in self.rows.items())
+        if self.equal:
+            return f"Pinot equals PostgreSQL ({held})"
+        kinds = Counter(f"{d.table} {d.kind}" for d in self.differences)
+        lines = [
+            f"Pinot differs from PostgreSQL in {len(self.differences):,} places "
+            f"({', '.join(f'{k}: {n:,}' for k, n in sorted(kinds.items()))}; PostgreSQL holds {held}); "
+            f"the first {min(first, len(self.differences))}:"
+        ]
+        return "\n  ".join(lines + [str(d) for d in self.differences[:first]])
+
+
+# --- what each Pinot table must hold --------------------------------------------------------------------
+
+
+def _ms(expression: str) -> str:
+    """Epoch milliseconds as Avro's timestamp-millis carries them (PostgreSQL's microseconds truncated)."""
+    return f"(extract(epoch FROM date_trunc('milliseconds', {expression})) * 1000)::bigint"
+
+
+def _cents(expression: str) -> str:
+    return f"({expression} * 100)::bigint"
+
+
+def _lat(geography: str) -> str:
+    return f"public.st_y({geography}::public.geometry)"
+
+
+def _lon(geography: str) -> str:
+    return f"public.st_x({geography}::public.geometry)"
+
+
+# The envelope of an aggregate's newest event (as Pinot's upsert keeps it), from the record.
+ENVELOPE = {
+    "event_id": "last.event_id::text",
+    "event_type": "last.event_type",
+    "outbox_position": "last.position",
+    "source_txid": "last.txid",
+    "occurred_at": _ms("last.occurred_at"),
+}
+
+
+@dataclass(frozen=True)
+class StateTable:
+    """A Pinot upsert table and the PostgreSQL rows (alias `t`, key `t.id`) it mirrors."""
+
+    table: str
+    noun: str
+    key: str  # Pinot's primary key column
+    aggregate_type: str
+    source: str  # the PostgreSQL table
+    visible: str  # the condition for a row to be published, beside its city
+    columns: dict[str, str]  # Pinot column -> PostgreSQL expression
+
+    def pg_query(self) -> str:
+        columns = {self.key: "t.id::text", **ENVELOPE, **self.columns}
+        return (
+            f"SELECT {', '.join(f'{expr} AS {name}' for name, expr in columns.items())} FROM {self.source} t "
+            "LEFT JOIN LATERAL (SELECT * FROM public.committed_events c WHERE c.aggregate_type = "
+            f"'{self.aggregate_type}' AND c.aggregate_id = t.id ORDER BY c.position DESC LIMIT 1) last ON true "
+            f"WHERE t.city = ANY(%(cities)s) AND {self.visible}"
+        )
+
+    @property
+    def pinot_columns(self) -> list[str]:
+        return [self.key, *ENVELOPE, *self.columns]
+
+
+STATE_TABLES = (
+    StateTable(
+        "orders",
+        "order",
+        "order_id",
+        "order",
+        "order_service.orders",
+        "(t.announced OR t.item_count > 0)",
+        {
+            "user_id": "t.user_id::text",
+            "restaurant_id": "t.restaurant_id::text",
+            "restaurant_name": "t.restaurant_name",
+            "city": "t.city",
+            "cuisine": "t.cuisine",
+            "status": "t.status",
+            "currency": "t.currency",
+            "payment_status": "t.payment_status",
+            "cancel_reason": "t.cancel_reason",
+            "delivery_lat": _lat("t.delivery_location"),
+            "delivery_lon": _lon("t.delivery_location"),
+            "placed_minute": _ms("date_trunc('minute', t.placed_at)"),
+            "item_count": "t.item_count",
+            "subtotal_cents": _cents("t.subtotal"),
+            "delivery_fee_cents": _cents("t.delivery_fee"),
+            "tip_cents": _cents("t.tip"),
+            "total_cents": _cents("t.total"),
+            "placed_at": _ms("t.placed_at"),
+            "promised_at": _ms("t.promised_at"),
+            "updated_at": _ms("t.updated_at"),
+        },
+    ),
+    StateTable(
+        "deliveries",
+        "delivery",
+        "delivery_id",
+        "delivery",
+        "driver_service.deliveries",
+        "true",
+        {
+            "order_id": "t.order_id::text",
+            "driver_id": "t.driver_id::text",
+            "restaurant_id": "t.restaurant_id::text",
+            "city": "t.city",
+            "status": "t.status",
+            "pickup_lat": _lat("t.pickup_location"),
+            "pickup_lon": _lon("t.pickup_location"),
+            "dropoff_lat": _lat("t.dropoff_location"),
+            "dropoff_lon": _lon("t.dropoff_location"),
+            "distance_m": "t.distance_m",
+            "created_at": _ms("t.created_at"),
+            "promised_at": _ms("t.promised_at"),
+            "assigned_at": _ms("t.assigned_at"),
+            "picked_up_at": _ms("t.picked_up_at"),
+            "delivered_at": _ms("t.delivered_at"),
+            "updated_at": _ms("t.updated_at"),
+        },
+    ),
+    StateTable(
+        "drivers",
+        "driver",
+        "driver_id",
+        "driver",
+        "driver_service.drivers",
+        "true",
+        {
+            "city": "t.city",
+            "vehicle_type": "t.vehicle_type",
+            "status": "t.status",
+            "is_active": "t.is_active AND t.deleted_at IS NULL",
+            "updated_at": _ms("t.updated_at"),
+        },
+    ),
+    StateTable(
+        "restaurants",
+        "restaurant",
+        "restaurant_id",
+        "restaurant",
+        "restaurant_service.restaurants",
+        "true",
+        {
+            "name": "t.name",
+            "city": "t.city",
+            "cuisines": "t.cuisine_types",
+            "lat": _lat("t.location"),
+            "lon": _lon("t.location"),
+            "rating": "t.rating::double precision",
+            "is_active": "t.is_active AND t.deleted_at IS NULL",
+            "updated_at": _ms("t.updated_at"),
+        },
+    ),
+)
+# Columns Pinot derives at ingestion from columns compared above (the drop-off and pickup points of the
+# radius query, from their lat/lon: checked by check_deliveries_within_radius).
+NOT_COMPARED = {"deliveries": {"pickup_point", "dropoff_point"}}
+
+# The counted orders and what the ledger's entries of each must net to (docs/events.md, "The order ledger").
+LEDGER_PG = f"""
+SELECT t.id::text AS order_id, t.restaurant_id::text AS restaurant_id, t.restaurant_name, t.city, t.cuisine,
+       {_ms("t.placed_at")} AS placed_at, {_ms("date_trunc('minute', t.placed_at)")} AS placed_minute,
+       {_ms("date_trunc('hour', t.placed_at)")} AS placed_hour, {_ms("date_trunc('day', t.placed_at)")} AS placed_day,
+       1 AS orders, (t.status = 'cancelled')::int AS cancelled,
+       CASE WHEN t.status = 'cancelled' THEN 0 ELSE {_cents("t.total")} END AS gmv_cents,
+       CASE WHEN t.status = 'cancelled' THEN 0 ELSE {_cents("t.subtotal")} END AS subtotal_cents,
+       CASE WHEN t.status = 'cancelled' THEN 0 ELSE t.item_count END AS items
+FROM order_service.orders t
+WHERE t.city = ANY(%(cities)s) AND (t.announced OR t.item_count > 0)
+  AND NOT EXISTS (SELECT 1 FROM order_service.orders_outside_ledger l WHERE l.order_id = t.id)
+"""
+LEDGER_GROUP = ("order_id", *LEDGER_DIMENSIONS, *LEDGER_DERIVED)
+
+
+@dataclass(frozen=True)
+class EventTable:
+    table: str
+    aggregate_type: str
+    aggregate_key: str  # the aggregate's id column
+
+    @property
+    def noun(self) -> str:
+        return f"{self.table} event"
+
+    @property
+    def columns(self) -> list[str]:
+        return ["event_id", self.aggregate_key, "event_type", "outbox_position", "source_txid", "occurred_at"]
+
+    def pg_query(self) -> str:
+        return (
+            f"SELECT event_id::text, aggregate_id::text AS {self.aggregate_key}, event_type, "
+            f"position AS outbox_position, txid AS source_txid, {_ms('occurred_at')} AS occurred_at "
+            f"FROM public.committed_events WHERE aggregate_type = '{self.aggregate_type}' AND city = ANY(%(cities)s)"
+        )
+
+
+EVENT_TABLES = (
+    EventTable("order_events", "order", "order_id"),
+    EventTable("delivery_events", "delivery", "delivery_id"),
+    EventTable("order_ledger", "order_ledger", "order_id"),
+)
+
+
+def pinot_schema(table: str) -> dict[str, Any]:
+    return json.loads((PINOT / "schemas" / f"{table}.json").read_text())
+
+
+def _null_values(table: str) -> dict[str, Any]:
+    """What Pinot 0.11 stores for a null, per column: its defaultNullValue, else the type's default (a
+    dimension or time: the type's minimum, -Infinity or "null"; a metric: 0)."""
+    schema = pinot_schema(table)
+    dimension = {"INT": -(2**31), "LONG": -(2**63), "FLOAT": float("-inf"), "DOUBLE": float("-inf")}
+    dimension |= {"STRING": "null", "BOOLEAN": False, "BYTES": ""}
+    nulls = {}
+    for kind in ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs"):
+        for spec in schema.get(kind, []):
+            default = 0 if kind == "metricFieldSpecs" and spec["dataType"] != "STRING" else dimension[spec["dataType"]]
+            nulls[spec["name"]] = spec.get("defaultNullValue", default)
+    return nulls
+
+
+def _as_pinot(row: dict[str, Any], nulls: dict[str, Any]) -> dict[str, Any]:
+    return {column: nulls[column] if value is None else value for column, value in row.items()}
+
+
+# --- reading both sides ---------------------------------------------------------------------------------
+
+SLICE_ROWS = 50_000  # rows per Pinot query at most (its group-by keeps 100,000 groups per server)
+
+
+def slice_prefixes(rows: int) -> list[str]:
+    """Id prefixes that split `rows` into slices of at most SLICE_ROWS (uuids: hex digits)."""
+    length = 0
+    while rows > SLICE_ROWS * 16**length:
+        length += 1
+    return ["".join(p) for p in product("0123456789abcdef", repeat=length)]
+
+
+def _pinot_dicts(
+    scope: Ingested, table: str, columns: list[str], key: str, rows: int, group: bool = False
+) -> list[dict[str, Any]]:
+    """Pinot's rows of `table` in the scope's cities (as dicts of `columns`), read in slices by `key` prefix.
+    `group`: `columns` are the group-by columns followed by sums of LEDGER_MEASURES."""
+    found = []
+    for prefix in slice_prefixes(rows):
+        where = f"city IN ({scope.city_list})" + (f" AND {key} LIKE '{prefix}%'" if prefix else "")
+        if group:
+            select = ", ".join([*columns, *(f"SUM({m})" for m in LEDGER_MEASURES)])
+            query = f"SELECT {select} FROM {table} WHERE {where} GROUP BY {', '.join(columns)} LIMIT 1000000"
+            names = [*columns, *LEDGER_MEASURES]
+        else:
+            query = f"SELECT {', '.join(columns)} FROM {table} WHERE {where} LIMIT 1000000"
+            names = columns
+        for values in scope.pinot_rows(query):
+            row = dict(zip(names, values, strict=True))
+            if group:
+                row |= {m: int(row[m]) for m in LEDGER_MEASURES}
+            found.append(row)
+    return found
+
+
+def _require_record(scope: Ingested) -> None:
+    [(recorded,)] = scope.pg("SELECT to_regclass('public.committed_events') IS NOT NULL")
+    if not recorded:
+        raise AssertionError(f"{scope.db} keeps no record of committed events: call record_committed_events first")
+
+
+def compare(scope: Ingested) -> Comparison:
+    """Every Pinot table against PostgreSQL, restricted to the scope's cities (one look, no waiting)."""
+    _require_record(scope)
+    rows: dict[str, int] = {}
+    differences: list[Difference] = []
+    for spec in STATE_TABLES:
+        nulls = _null_values(spec.table)
+        expected = [_as_pinot(row, nulls) for row in scope.pg_dicts(spec.pg_query(), cities=scope.cities)]
+        observed = _pinot_dicts(scope, spec.table, spec.pinot_columns, spec.key, len(expected))
+        rows[spec.table] = len(expected)
+        differences += diff_rows(spec.table, spec.noun, spec.key, expected, observed)
+    expected = scope.pg_dicts(LEDGER_PG, cities=scope.cities)
+    observed = _pinot_dicts(scope, "order_ledger", list(LEDGER_GROUP), "order_id", len(expected), group=True)
+    rows["order_ledger (orders)"] = len(expected)
+    differences += diff_ledger(expected, observed)
+    for events in EVENT_TABLES:
+        expected = scope.pg_dicts(events.pg_query(), cities=scope.cities)
+        observed = _pinot_dicts(scope, events.table, events.columns, "event_id", len(expected))
+        rows[events.table] = len(expected)
+        differences += diff_rows(events.table, events.noun, "event_id", expected, observed)
+    return Comparison(rows, differences)
+
+
+def events_counted(scope: Ingested) -> bool:
+    """Pinot's event tables hold as many events of the scope as PostgreSQL committed (a cheap look, to wait
+    on before comparing row by row); False while Pinot does not answer."""
+    want = dict(
+        scope.pg(
+            "SELECT aggregate_type, count(*) FROM public.committed_events WHERE city = ANY(%s) GROUP BY 1",
+            scope.cities,
+        )
+    )
+    try:
+        for events in EVENT_TABLES:
+            [[count]] = scope.pinot_rows(f"SELECT COUNT(*) FROM {events.table} WHERE city IN ({scope.city_list})")
+            if count != want.get(events.aggregate_type, 0):
+                return False
+    except (pinotdb.exceptions.Error, httpx.HTTPError):  # the broker or a server may be on its way back
+        return False
+    return True
+
+
+def await_pinot(scope: Ingested, timeout_s: float = 300) -> Comparison:
+    """Wait until Pinot equals PostgreSQL for the scope or `timeout_s` passed; the last comparison."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if events_counted(scope) or time.monotonic() >= deadline:
+            comparison = compare(scope)
+            if comparison.equal or time.monotonic() >= deadline:
+                return comparison
+        time.sleep(1)
+
+
+def assert_pinot_equals_postgres(scope: Ingested, timeout_s: float = 300) -> Comparison:
+    """Wait until Pinot equals PostgreSQL for the scope; after `timeout_s` fail naming the first differences."""
+    comparison = await_pinot(scope, timeout_s)
+    assert comparison.equal, comparison.report()
+    return comparison
+
+
+# --- totals, for bench/soak.py until it calls compare() ----------------------------------------------------
 
 
 def ledger_ingested(ingested: Ingested) -> bool:
