@@ -1,0 +1,526 @@
+"""`nibble verify`: does Pinot still equal PostgreSQL? Compare, name the drifting aggregates, repair them.
+
+For each stream, first bucketed counts and sums on both sides (per hour of the aggregate's time column, or
+per city for the small dimension tables); each differing hour is bisected into minutes, and only the
+differing minutes are read aggregate by aggregate and classified (drift.py). The SQL is in sql/ beside this
+module: `verify_<stream>_*.sql` for PostgreSQL, `pinot_verify_<stream>_*.sql` for Pinot.
+
+A consistent point. Under a running writer and relay, a change can be in the outbox, in Kafka or in a
+consuming segment when it is compared. So every candidate is checked again before it is reported: read it
+in PostgreSQL, note Kafka's end offsets, wait until Pinot has consumed up to them, read it in Pinot, read
+it in PostgreSQL again. An aggregate whose state changed between the two PostgreSQL reads, or with an
+event still in its outbox or dead-letter table, is in flight and is checked again (a few rounds), never
+reported; for the others every event PostgreSQL had written was in Kafka before the offsets were noted
+(the relay deletes an outbox row only once Kafka acknowledged it), so Pinot must hold their state.
+
+Windows. Orders, deliveries and the ledger are compared for the aggregates placed/created in
+[since, until); the history tables for events that occurred in it; drivers and restaurants whole. A table
+whose retention is shorter than ten years is compared only over the part it keeps (from its config in
+pinot/tables/, with a margin): a row aged out of Pinot is not drift.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from connectors import kafka, postgres
+from connectors.pinot import Controller, broker_connection
+from connectors.postgres import sql_file
+from pipeline.analytics import drift
+from pipeline.analytics.drift import Drift, PinotState
+from pipeline.analytics.queries import Query
+from pipeline.analytics.rebuild import caught_up
+from pipeline.config import Settings
+from pipeline.contract.codec import Codec
+from pipeline.errors import NibbleError, UsageError
+from pipeline.outbox.backfill import TABLES as SNAPSHOT_TABLES
+from pipeline.resources import PINOT
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+HOUR_MS, MINUTE_MS = 3_600_000, 60_000
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+ROW_LIMIT = 1_000_000  # the LIMIT of every Pinot query here: an answer that long may be cut
+ID_CHUNK = 5000  # aggregate ids per look-up query
+SETTLE_ROUNDS = 4
+PINOT_TIMEOUT_MS = 60_000  # a bucket query scans a whole table
+
+
+class VerifyFailed(NibbleError):
+    """Verification could not be carried out (not: it found drift, which is a result)."""
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str  # as --stream and the report name it
+    table: str  # the Pinot table compared
+    kind: str  # "state" (upsert table), "ledger" (summed entries) or "history" (one row per event)
+    outbox: str  # the service schema whose outbox carries its events
+    aggregate_type: str  # of its events, so of its topic
+    fields: tuple[str, ...] = ()  # state: the values compared, in the rows queries' order after the id
+    dimensions: int = 0  # group columns after the bucket in its bucket queries
+    timed: bool = True  # buckets by time; otherwise by city (a small table, compared whole)
+    snapshot: str | None = None  # the backfill table whose snapshot function re-publishes its aggregates
+
+
+STREAMS = {
+    stream.name: stream
+    for stream in (
+        Stream(
+            "orders",
+            "orders",
+            "state",
+            "order_service",
+            "order",
+            (
+                "city",
+                "restaurant_id",
+                "status",
+                "payment_status",
+                "item_count",
+                "subtotal_cents",
+                "total_cents",
+                "placed_at",
+            ),
+            dimensions=2,
+            snapshot="orders",
+        ),
+        Stream("order_ledger", "order_ledger", "ledger", "order_service", "order_ledger"),
+        Stream("order_events", "order_events", "history", "order_service", "order"),
+        Stream(
+            "deliveries",
+            "deliveries",
+            "state",
+            "driver_service",
+            "delivery",
+            ("city", "order_id", "driver_id", "status", "created_at", "promised_at", "delivered_at"),
+            dimensions=1,
+            snapshot="deliveries",
+        ),
+        Stream("delivery_events", "delivery_events", "history", "driver_service", "delivery"),
+        Stream(
+            "drivers",
+            "drivers",
+            "state",
+            "driver_service",
+            "driver",
+            ("city", "vehicle_type", "status", "is_active"),
+            dimensions=2,
+            timed=False,
+            snapshot="drivers",
+        ),
+        Stream(
+            "restaurants",
+            "restaurants",
+            "state",
+            "restaurant_service",
+            "restaurant",
+            ("city", "name", "is_active", "rating"),
+            dimensions=1,
+            timed=False,
+            snapshot="restaurants",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What to compare: a window, optionally some cities only (tests keep their data in cities of their own,
+    beside everything else the shared Pinot tables hold)."""
+
+    since: datetime = BEGINNING
+    until: datetime = END_OF_TIME
+    cities: tuple[str, ...] = ()
+    streams: tuple[str, ...] = tuple(STREAMS)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.streams) - set(STREAMS))
+        if unknown:
+            raise UsageError(f"unknown stream {', '.join(unknown)}: choose from {', '.join(STREAMS)}")
+        if self.since >= self.until:
+            raise UsageError("--since must be before --until")
+
+
+@dataclass
+class StreamResult:
+    stream: str
+    since: datetime | None  # the window's start after the retention clamp; None: compared whole
+    buckets: int  # buckets compared
+    differing: int  # buckets that differed at first sight
+    drifts: list[Drift] = field(default_factory=list)
+    in_flight: int = 0  # candidates still changing after every settle round (not drift)
+
+
+@dataclass
+class Report:
+    scope: Scope
+    results: list[StreamResult]
+    seconds: float
+    ingestion_lag: dict[str, int]  # Pinot table -> messages its consuming segments are behind Kafka
+
+    @property
+    def drifts(self) -> list[Drift]:
+        return [d for result in self.results for d in result.drifts]
+
+    @property
+    def equal(self) -> bool:
+        return not self.drifts
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "equal": self.equal,
+            "since": self.scope.since.isoformat(),
+            "until": self.scope.until.isoformat(),
+            "cities": list(self.scope.cities),
+            "seconds": round(self.seconds, 3),
+            "ingestion_lag_messages": self.ingestion_lag,
+            "streams": [
+                {
+                    "stream": r.stream,
+                    "since": r.since.isoformat() if r.since else None,
+                    "buckets": r.buckets,
+                    "differing_buckets": r.differing,
+                    "in_flight": r.in_flight,
+                    "drift": {kind: sum(1 for d in r.drifts if d.kind == kind) for kind in drift.KINDS},
+                    "aggregates": [
+                        {"kind": d.kind, "aggregate_id": d.aggregate_id, "detail": d.detail} for d in r.drifts
+                    ],
+                }
+                for r in self.results
+            ],
+        }
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _chunks(ids: Sequence[str], size: int = ID_CHUNK) -> Iterable[list[str]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+def retention_of(table: str) -> tuple[str, str] | None:
+    """The longest (unit, value) retention of the checked-in configs of `table` (a hybrid table has two)."""
+    kept: list[tuple[timedelta, tuple[str, str]]] = []
+    for path in sorted((PINOT / "tables").glob("*.json")):
+        config = json.loads(path.read_text())
+        if config.get("tableName") != table:
+            continue
+        segments = config.get("segmentsConfig", {})
+        if "retentionTimeUnit" in segments and "retentionTimeValue" in segments:
+            unit, value = segments["retentionTimeUnit"], segments["retentionTimeValue"]
+            kept.append((drift.TIME_UNITS[unit.upper()] * int(value), (unit, value)))
+    return max(kept)[1] if kept else None
+
+
+class Verifier:
+    """One database and one Pinot cluster; `verify` may run many times (the watch mode does)."""
+
+    def __init__(self, settings: Settings, settle_timeout_s: float = 60) -> None:
+        self.settings = settings
+        self.endpoints = settings.endpoints
+        self.settle_timeout_s = settle_timeout_s
+        self.controller = Controller(self.endpoints.pinot_controller_url)
+        self.codec = Codec(self.endpoints.topic_prefix)
+        self.queries = {path.stem: Query.load(path) for path in sorted(SQL_DIR.glob("pinot_verify_*.sql"))}
+
+    # --- the comparison --------------------------------------------------------------------------------
+
+    def verify(self, scope: Scope) -> Report:
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        with postgres.connect(self.endpoints.database_url, "nibble-verify") as conn:
+            cursor = broker_connection(self.endpoints.pinot_broker_url, PINOT_TIMEOUT_MS).cursor()
+            session = _Session(self, conn, cursor, scope)
+            try:
+                results = [session.stream(STREAMS[name], now) for name in scope.streams]
+            except psycopg.errors.UndefinedTable as exc:
+                raise VerifyFailed(f"{exc.diag.message_primary}: has `nibble migrate` run on this database?") from None
+        lag = {STREAMS[name].table: self.ingestion_lag(STREAMS[name]) for name in scope.streams}
+        return Report(scope, results, time.monotonic() - started, lag)
+
+    def topic(self, stream: Stream) -> str:
+        return self.codec.streams[stream.aggregate_type].topic
+
+    def ingestion_lag(self, stream: Stream) -> int:
+        """Messages of the stream's topic that Pinot's consuming segments have not read yet."""
+        ends = kafka.watermarks(self.endpoints.kafka_bootstrap_servers, self.topic(stream))
+        consumed = self.controller.consumed_offsets(stream.table)
+        return sum(max(0, end - consumed.get(partition, 0)) for partition, (_, end) in ends.items() if end > 0)
+
+    def wait_ingested(self, streams: Iterable[Stream]) -> bool:
+        """Note Kafka's end offsets of the streams' topics, then wait until Pinot has consumed up to them (at
+        most settle_timeout_s); False when it had not by then."""
+        marks = {
+            s.table: {
+                p: end
+                for p, (_, end) in kafka.watermarks(self.endpoints.kafka_bootstrap_servers, self.topic(s)).items()
+            }
+            for s in streams
+        }
+        deadline, delay = time.monotonic() + self.settle_timeout_s, 0.1
+        while True:
+            if all(caught_up(self.controller.consumed_offsets(table), ends) for table, ends in marks.items()):
+                time.sleep(0.2)  # a consumed row is indexed a moment later
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # --- repair ----------------------------------------------------------------------------------------
+
+    def repair(self, drifts: Iterable[Drift]) -> dict[str, int]:
+        """Re-publish the current state of every missing or stale aggregate of a state stream through the
+        backfill's snapshot functions (so the outbox's order and lanes apply); returns events written per
+        stream. Extra rows and duplicated events cannot be taken back by an event (see docs/operations.md)."""
+        ids: dict[str, set[str]] = {}
+        for d in drifts:
+            stream = STREAMS[d.stream]
+            if d.kind in ("missing", "stale") and stream.snapshot:
+                ids.setdefault(stream.snapshot, set()).add(d.aggregate_id)
+        written: dict[str, int] = {}
+        with postgres.connect(self.endpoints.database_url, "nibble-verify") as conn:
+            for table, aggregate_ids in ids.items():
+                spec = SNAPSHOT_TABLES[table]
+                function = sql.Identifier(spec.schema, spec.emit_function)
+                for chunk in _chunks(sorted(aggregate_ids)):
+                    with conn.transaction():
+                        query = sql.SQL("SELECT {}(%s::uuid[])").format(function)
+                        written[table] = written.get(table, 0) + conn.execute(query, (chunk,)).fetchone()[0]
+        return written
+
+    def wait_published(
+        self, drifts: Iterable[Drift], timeout_s: float, sleep: Callable[[float], None] = time.sleep
+    ) -> bool:
+        """Wait until no repaired aggregate has an event left in its outbox (the relay published them)."""
+        by_outbox: dict[str, list[str]] = {}
+        for d in drifts:
+            by_outbox.setdefault(STREAMS[d.stream].outbox, []).append(d.aggregate_id)
+        deadline = time.monotonic() + timeout_s
+        with postgres.connect(self.endpoints.database_url, "nibble-verify") as conn:
+            while True:
+                if not any(_pending(conn, outbox, ids) for outbox, ids in by_outbox.items()):
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                sleep(0.5)
+
+
+def _pending(conn: psycopg.Connection, outbox: str, ids: Sequence[str]) -> set[str]:
+    """Aggregates of `ids` with an event in the outbox or the dead-letter table of `outbox`."""
+    query = sql_file(
+        "pipeline.analytics",
+        "verify_pending",
+        outbox=sql.Identifier(outbox, "outbox"),
+        dead_letter=sql.Identifier(outbox, "outbox_dead_letter"),
+    )
+    found: set[str] = set()
+    for chunk in _chunks(list(ids)):
+        found |= {row[0] for row in conn.execute(query, {"ids": chunk})}
+    return found
+
+
+class _Session:
+    """One verification: its PostgreSQL connection, its Pinot cursor and its scope."""
+
+    def __init__(self, verifier: Verifier, conn: psycopg.Connection, pinot: Any, scope: Scope) -> None:
+        self.verifier = verifier
+        self.conn = conn
+        self.pinot = pinot
+        self.scope = scope
+        self.cities = list(scope.cities) or None
+
+    def pg(self, name: str, **params: Any) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql_file("pipeline.analytics", name), {"cities": self.cities, **params}).fetchall()
+
+    def pinot_rows(self, name: str, **params: Any) -> list[list[Any]]:
+        params = {"cities": self.cities, **params}
+        query = self.verifier.queries[name]
+        self.pinot.execute(query.render(params), {k: v for k, v in params.items() if v is not None})
+        rows = self.pinot.fetchall()
+        if len(rows) >= ROW_LIMIT:
+            raise VerifyFailed(f"{name}: Pinot's answer reached {ROW_LIMIT:,} rows; verify a shorter window")
+        return rows
+
+    # --- one stream ------------------------------------------------------------------------------------
+
+    def stream(self, stream: Stream, now: datetime) -> StreamResult:
+        retention = retention_of(stream.table)
+        cutoff = None
+        if retention is not None:
+            keep = drift.TIME_UNITS[retention[0].upper()] * int(retention[1])
+            cutoff = drift.retention_cutoff(now, *retention, margin=max(keep / 10, timedelta(hours=1)))
+        if stream.kind == "history":
+            return self._history(stream, drift.clamp(self.scope.since, cutoff))
+        if stream.timed:
+            since = drift.clamp(self.scope.since, cutoff)
+            buckets, differing, candidates = self._timed(stream, since)
+            result = StreamResult(stream.name, since, buckets, differing)
+        else:
+            since = cutoff or BEGINNING
+            buckets, differing, candidates = self._by_city(stream, since)
+            result = StreamResult(stream.name, None, buckets, differing)
+        if candidates:
+            result.drifts, result.in_flight = self._settle(stream, candidates, since)
+        return result
+
+    def _bucket_sides(
+        self, stream: Stream, since: datetime, until: datetime, grain: str, grain_ms: int
+    ) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        postgres_side = self.pg(f"verify_{stream.name}_buckets", since=since, until=until, grain_ms=grain_ms)
+        pinot_side = self.pinot_rows(
+            f"pinot_verify_{stream.name}_buckets", since=_millis(since), until=_millis(until), grain=grain
+        )
+        return drift.bucket_sums(postgres_side, stream.dimensions), drift.bucket_sums(pinot_side, stream.dimensions)
+
+    def _timed(self, stream: Stream, since: datetime) -> tuple[int, int, set[str]]:
+        """Hours, then the minutes of each differing hour; the aggregates of the differing minutes."""
+        until = self.scope.until
+        if since >= until:
+            return 0, 0, set()
+        pg_hours, pinot_hours = self._bucket_sides(stream, since, until, "HOUR", HOUR_MS)
+        hours = drift.differing_buckets(pg_hours, pinot_hours)
+        ranges = []
+        for hour in hours:
+            lo = max(datetime.fromtimestamp(hour / 1000, UTC), since)
+            hi = min(datetime.fromtimestamp((hour + HOUR_MS) / 1000, UTC), until)
+            pg_minutes, pinot_minutes = self._bucket_sides(stream, lo, hi, "MINUTE", MINUTE_MS)
+            ranges += [
+                (max(minute, _millis(lo)), min(minute + MINUTE_MS, _millis(hi)))
+                for minute in drift.differing_buckets(pg_minutes, pinot_minutes)
+            ]
+        candidates: set[str] = set()
+        for lo_ms, hi_ms in drift.merge_ranges(ranges):
+            lo, hi = datetime.fromtimestamp(lo_ms / 1000, UTC), datetime.fromtimestamp(hi_ms / 1000, UTC)
+            found = self._classify(
+                stream, self._pg_state(stream, since=lo, until=hi), self._pinot_state(stream, lo_ms, hi_ms)
+            )
+            candidates |= {d.aggregate_id for d in found}
+        buckets = len({key[0] for key in pg_hours.keys() | pinot_hours.keys()})
+        return buckets, len(hours), candidates
+
+    def _by_city(self, stream: Stream, since: datetime) -> tuple[int, int, set[str]]:
+        pg_side = drift.bucket_sums(self.pg(f"verify_{stream.name}_buckets", since=since), stream.dimensions)
+        pinot_side = drift.bucket_sums(
+            self.pinot_rows(f"pinot_verify_{stream.name}_buckets", since=_millis(since)), stream.dimensions
+        )
+        cities = drift.differing_buckets(pg_side, pinot_side)
+        if not cities:
+            return len({key[0] for key in pg_side.keys() | pinot_side.keys()}), 0, set()
+        found = self._classify(
+            stream,
+            self._pg_state(stream, since=since, buckets=cities),
+            self._pinot_state(stream, _millis(since), None, buckets=cities),
+        )
+        return len({key[0] for key in pg_side.keys() | pinot_side.keys()}), len(cities), {d.aggregate_id for d in found}
+
+    def _pg_state(self, stream: Stream, ids: list[str] | None = None, **window: Any) -> dict[str, tuple[Any, ...]]:
+        params = {"since": BEGINNING, "until": END_OF_TIME, "buckets": None, "ids": ids, **window}
+        return {row[0]: drift.normalized(row[1:]) for row in self.pg(f"verify_{stream.name}_rows", **params)}
+
+    def _pinot_state(
+        self,
+        stream: Stream,
+        since_ms: int,
+        until_ms: int | None,
+        ids: list[str] | None = None,
+        buckets: list[str] | None = None,
+    ) -> dict[str, Any]:
+        rows = self.pinot_rows(
+            f"pinot_verify_{stream.name}_rows",
+            since=since_ms,
+            until=until_ms if until_ms is not None else _millis(END_OF_TIME),
+            ids=ids,
+            buckets=buckets,
+        )
+        if stream.kind == "ledger":
+            return {row[0]: drift.normalized(row[1:]) for row in rows}
+        width = len(stream.fields)
+        return {
+            row[0]: PinotState(drift.normalized(row[1 : 1 + width]), int(row[1 + width]), str(row[2 + width]))
+            for row in rows
+        }
+
+    def _classify(self, stream: Stream, pg_side: dict[str, Any], pinot_side: dict[str, Any]) -> list[Drift]:
+        if stream.kind == "ledger":
+            return drift.classify_ledger(stream.name, pg_side, pinot_side)
+        return drift.classify_state(stream.name, stream.fields, pg_side, pinot_side)
+
+    def _settle(self, stream: Stream, candidates: set[str], since: datetime) -> tuple[list[Drift], int]:
+        """Check the candidates again at a consistent point (module docstring), a few rounds for those in
+        flight; returns the drift confirmed and how many were still in flight."""
+        ids, drifts = sorted(candidates), []
+        for round_number in range(SETTLE_ROUNDS):
+            if round_number:
+                time.sleep(1.0)
+            before = self._pg_by_ids(stream, ids)
+            waiting = _pending(self.conn, stream.outbox, ids)
+            self.verifier.wait_ingested([stream])
+            pinot_side: dict[str, Any] = {}
+            for chunk in _chunks(ids):
+                pinot_side |= self._pinot_state(stream, 0, None, ids=chunk)
+            after = self._pg_by_ids(stream, ids)
+            waiting |= _pending(self.conn, stream.outbox, ids)
+            settled = drift.steady(before, after, waiting) & set(ids)
+            drifts += self._classify(
+                stream,
+                {a: v for a, v in after.items() if a in settled},
+                {a: v for a, v in pinot_side.items() if a in settled},
+            )
+            ids = sorted(set(ids) - settled)
+            if not ids:
+                break
+        return sorted(drifts), len(ids)
+
+    def _pg_by_ids(self, stream: Stream, ids: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for chunk in _chunks(ids):
+            found |= self._pg_state(stream, ids=chunk)
+        return found
+
+    # --- history tables: duplicates only (PostgreSQL keeps no event history to compare with) -------------
+
+    def _history(self, stream: Stream, since: datetime) -> StreamResult:
+        until = self.scope.until
+        result = StreamResult(stream.name, since, 0, 0)
+        if since >= until:
+            return result
+        candidates: list[Drift] = []
+        hours = self._duplicate_buckets(stream, since, until, "HOUR")
+        result.buckets = len(hours[0])
+        for hour in hours[1]:
+            lo = max(datetime.fromtimestamp(hour / 1000, UTC), since)
+            hi = min(datetime.fromtimestamp((hour + HOUR_MS) / 1000, UTC), until)
+            for minute in self._duplicate_buckets(stream, lo, hi, "MINUTE")[1]:
+                rows = self.pinot_rows(
+                    f"pinot_verify_{stream.name}_rows",
+                    since=max(minute, _millis(lo)),
+                    until=min(minute + MINUTE_MS, _millis(hi)),
+                )
+                candidates += drift.duplicated_events(stream.name, [(r[0], int(r[1]), r[2]) for r in rows])
+        result.differing = len(hours[1])
+        result.drifts = sorted(candidates)
+        return result
+
+    def _duplicate_buckets(
+        self, stream: Stream, since: datetime, until: datetime, grain: str
+    ) -> tuple[set[Any], list[Any]]:
+        """The buckets of the history table, and those holding more rows than distinct outbox positions."""
+        rows = self.pinot_rows(
+            f"pinot_verify_{stream.name}_buckets", since=_millis(since), until=_millis(until), grain=grain
+        )
+        held = {(drift.normalize(r[0]),): (drift.normalize(r[1]),) for r in rows}
+        distinct = {(drift.normalize(r[0]),): (drift.normalize(r[2]),) for r in rows}
+        return {key[0] for key in held}, drift.differing_buckets(held, distinct)
