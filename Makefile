@@ -4,7 +4,7 @@
 VENV := .venv
 NIBBLE := $(VENV)/bin/nibble
 
-.PHONY: demo test test-unit setup stack-up stack-down lint browser
+.PHONY: demo test test-unit setup stack-up stack-down lint browser alerts
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,7 +32,14 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
-test: stack-up lint browser
+# The alert rules (monitoring/): promtool from Debian's prometheus package checks them and runs their unit tests.
+alerts:
+	@command -v promtool >/dev/null || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus)
+	promtool check rules monitoring/alerts.yml
+	promtool test rules monitoring/alerts_test.yml
+
+test: stack-up lint browser alerts
 	CI=$${CI:-} $(VENV)/bin/pytest -p no:cacheprovider -ra
 
 # Pure logic only: no service is started (the inner loop, seconds).
