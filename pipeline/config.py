@@ -58,6 +58,9 @@ class Endpoints(BaseSettings):
     superset_pinot_uri: str = ""
     # Every event stays in Kafka at least this long; older ones are compacted to the newest per aggregate.
     kafka_history_retention_hours: int = Field(168, ge=1)
+    # `nibble verify --watch` serves its gauges here (0: no endpoint); 0.0.0.0 for a Prometheus elsewhere.
+    verify_metrics_port: int = Field(9474, ge=0, le=65535)
+    verify_metrics_host: str = "127.0.0.1"
 
     @field_validator("database_url")
     @classmethod

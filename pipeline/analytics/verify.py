@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from connectors import kafka, postgres
@@ -259,6 +260,22 @@ class Verifier:
         consumed = self.controller.consumed_offsets(stream.table)
         return sum(max(0, end - consumed.get(partition, 0)) for partition, (_, end) in ends.items() if end > 0)
 
+    def ingestion_lag_seconds(self, stream: Stream) -> float:
+        """Age of the oldest message of the stream's topic Pinot has not consumed (0 when it has them all): the
+        timestamp of the message at each lagging partition's consumed offset."""
+        topic = self.topic(stream)
+        ends = kafka.watermarks(self.endpoints.kafka_bootstrap_servers, topic)
+        consumed = self.controller.consumed_offsets(stream.table)
+        behind = [
+            TopicPartition(topic, partition, consumed.get(partition, first))
+            for partition, (first, end) in ends.items()
+            if consumed.get(partition, first) < end
+        ]
+        if not behind:
+            return 0.0
+        oldest = min(_timestamps(self.endpoints.kafka_bootstrap_servers, behind).values(), default=None)
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+
     def wait_ingested(self, streams: Iterable[Stream]) -> bool:
         """Note Kafka's end offsets of the streams' topics, then wait until Pinot has consumed up to them (at
         most settle_timeout_s); False when it had not by then."""
@@ -316,6 +333,22 @@ class Verifier:
                 if time.monotonic() > deadline:
                     return False
                 sleep(0.5)
+
+
+def _timestamps(bootstrap: str, positions: list[TopicPartition], timeout_s: float = 10) -> dict[int, int]:
+    """Each partition's timestamp (epoch ms) of the message at the given offset (or the next one held)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "nibble-verify-lag", "enable.auto.commit": False})
+    found: dict[int, int] = {}
+    try:
+        consumer.assign(positions)
+        deadline = time.monotonic() + timeout_s
+        while len(found) < len(positions) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error() and message.partition() not in found:
+                found[message.partition()] = message.timestamp()[1]
+    finally:
+        consumer.close()
+    return found
 
 
 def _pending(conn: psycopg.Connection, outbox: str, ids: Sequence[str]) -> set[str]:

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 from datetime import UTC, datetime
 
+from pipeline import json_logging
 from pipeline.analytics import drift
 from pipeline.analytics.moments import FORMS, parse_moment
 from pipeline.analytics.verify import BEGINNING, END_OF_TIME, STREAMS, Report, Scope, Verifier
+from pipeline.analytics.watch import watch
 from pipeline.config import Settings
-from pipeline.errors import NibbleError
+from pipeline.errors import NibbleError, UsageError
+
+LOG = logging.getLogger("nibble.verify")
 
 # What an operator does about the drift a repair cannot take back.
 ADVICE = {
@@ -48,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--publish-timeout", type=float, default=300, help="--repair: seconds to wait for the relay to publish (300)"
     )
+    parser.add_argument(
+        "--watch",
+        type=float,
+        metavar="INTERVAL",
+        help="verify the recent window (--since, default -2h, up to now) every INTERVAL seconds and serve "
+        "Prometheus gauges on NIBBLE_VERIFY_METRICS_PORT (9474)",
+    )
+    parser.add_argument("--rounds", type=int, help="--watch: stop after this many verifications (default: never)")
     parser.set_defaults(handler=run)
 
 
@@ -62,6 +75,13 @@ def scope_from(args: argparse.Namespace, now: datetime) -> Scope:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     verifier = Verifier(settings, settle_timeout_s=args.settle_timeout)
+    if args.watch is not None:
+        if args.watch <= 0 or args.repair:
+            raise UsageError("--watch takes an interval above 0 seconds, and no --repair")
+        args.since = args.since or "-2h"
+        json_logging.configure()
+        watch(settings, verifier, args.watch, lambda now: scope_from(args, now), _log_round, args.rounds)
+        return 0
     scope = scope_from(args, datetime.now(UTC))
     report = verifier.verify(scope)
     show(report, args.format)
@@ -77,6 +97,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         report = verifier.verify(scope)
         show(report, args.format)
     return 0 if report.equal else 1
+
+
+def _log_round(report: Report) -> None:
+    found = drift.summary(report.drifts)
+    LOG.info(
+        "verified %s to %s in %.1f s: %s",
+        report.scope.since.isoformat(),
+        report.scope.until.isoformat(),
+        report.seconds,
+        ", ".join(f"{stream} {kind} {n}" for (stream, kind), n in sorted(found.items())) or "equal",
+    )
 
 
 def show(report: Report, form: str) -> None:
