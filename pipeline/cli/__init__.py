@@ -28,7 +28,7 @@ from pipeline.errors import NibbleError, ServiceFailed, redact
 
 
 def command_modules() -> list[ModuleType]:
-    names = ["migrate", "relay", "dlq", "backfill", "pinot", "query", "dashboards", "verify"]
+    names = ["migrate", "relay", "dlq", "backfill", "pinot", "query", "dashboards", "verify", "trace"]
     # The relay's image ships without the development stack (see Dockerfile): its commands exist beside it only.
     if importlib.util.find_spec("pipeline.devstack") is not None:
         names = ["stack", *names, "generate", "demo"]
