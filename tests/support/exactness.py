@@ -144,10 +144,10 @@ def record_committed_events(db: str) -> None:
             conn.execute(sql.SQL(RECORD_TRIGGER).format(sql.Identifier(schema)))
 
 
-def forget_committed_events(db: str) -> None:
-    """Empty the record, for events deliberately never published (a database that predates the pipeline)."""
-    with psycopg.connect(db) as conn:
-        conn.execute("DELETE FROM public.committed_events")
+def forget_committed_events(conn: psycopg.Connection) -> None:
+    """Empty the record in `conn`'s transaction, which deletes the outboxes' rows: events never published (a
+    database that predates the pipeline)."""
+    conn.execute("DELETE FROM public.committed_events")
 
 
 # --- differences ----------------------------------------------------------------------------------------

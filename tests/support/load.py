@@ -1,10 +1,11 @@
 """A pipeline under load for fault tests: a writer committing orders of a city of its own, a relay
-publishing them, Pinot ingesting them; then the exactness check (Pinot equals PostgreSQL) and the
-duplicate counts (in Kafka, in Pinot's answers).
+publishing them, Pinot ingesting them; a burst (a backlog placed in one transaction, in a city of its own so
+that its progress is told apart from the writer's); then the exactness check (Pinot equals PostgreSQL) and the
+duplicate counts in Kafka.
 
-Every writer transaction also records the ids of the order events it wrote in a table of the load's own database, so the
-expected set of events is exact even though the relay deletes outbox rows, and even when a COMMIT's answer
-is lost to a PostgreSQL restart (the writer cannot tell whether it happened; the table can).
+The database records every committed event (tests/support/exactness.record_committed_events), so the
+expected set of events is exact even though the relay deletes outbox rows, and even when a COMMIT's answer is
+lost to a PostgreSQL restart (the writer cannot tell whether it happened; the record can).
 """
 
 from __future__ import annotations
@@ -43,11 +44,8 @@ SELECT id, gen_random_uuid(), 'Pad thai', %(quantity)s, 11.25, '{}' FROM placed
 """
 STEPS = ("confirmed", "preparing", "ready_for_pickup", "picked_up", "delivered")
 STEP = "UPDATE order_service.orders SET status = %s WHERE id = ANY(%s::uuid[])"
-# The order events only: the fault tests follow them into nibble.orders and Pinot's order_events.
-RECORD_EVENTS = (
-    "INSERT INTO public.fault_events SELECT event_id FROM order_service.outbox "
-    "WHERE txid = pg_current_xact_id() AND aggregate_type = 'order'"
-)
+# The streams the writer's transactions write: the order events and the order ledger's entries.
+TOPICS = {"order": "nibble.orders", "order_ledger": "nibble.order_ledger"}
 
 
 def free_port() -> int:
@@ -101,17 +99,16 @@ class Writer:
         if conn is not None:
             conn.close()
 
-    def place(self, conn: psycopg.Connection, ids: list[str]) -> None:
+    def place(self, conn: psycopg.Connection, ids: list[str], city: str) -> None:
         """Orders placed in one transaction of their own, outside the ticks (a backlog to drain)."""
-        with conn.transaction():
-            conn.execute(PLACE, {"ids": ids, "city": self.city, "tip": 1, "quantity": 3})
-            conn.execute(RECORD_EVENTS)
+        conn.execute(PLACE, {"ids": ids, "city": city, "tip": 1, "quantity": 3})
+        conn.commit()
 
     def _tick(
         self, conn: psycopg.Connection, ids: list[str], pending: dict[str, int], cancelled: set[str], tip: float
     ) -> None:
         """One transaction: new orders, each pending one a step further (one statement per step), some
-        cancelled, and the ids of the events all that wrote."""
+        cancelled."""
         with conn.transaction():
             conn.execute(PLACE, {"ids": ids, "city": self.city, "tip": tip, "quantity": 2})
             for index, status in enumerate(STEPS):
@@ -124,12 +121,12 @@ class Writer:
                     "WHERE id = ANY(%s::uuid[])",
                     (list(cancelled),),
                 )
-            conn.execute(RECORD_EVENTS)
 
 
 @dataclass
 class Load:
-    """A database of its own (`db`, its URL) and a city of its own on the shared tables and topics."""
+    """A database of its own (`db`, its URL) and cities of its own on the shared tables and topics: the
+    writer's, and the burst's."""
 
     services: Services
     db: str
@@ -137,7 +134,15 @@ class Load:
     writer: Writer
     relay: RelayProcess | None = None
     metrics_port: int = 0
-    start_offsets: dict[int, int] = field(default_factory=dict)  # partition -> first offset of nibble.orders
+    start_offsets: dict[str, dict[int, int]] = field(default_factory=dict)  # topic -> partition -> first offset
+
+    @property
+    def burst_city(self) -> str:
+        return f"{self.city}-burst"
+
+    @property
+    def cities(self) -> list[str]:
+        return [self.city, self.burst_city]
 
     def start_relay(self, **settings: str) -> None:
         self.metrics_port = free_port()
@@ -145,16 +150,47 @@ class Load:
 
     def stop_relay(self) -> None:
         if self.relay is not None and self.relay.running:
+            self.relay.resume()  # a test that failed while the relay was paused
             self.relay.terminate()
 
-    def committed_events(self) -> set[str]:
+    def _count(self, query: str, *params: Any) -> int:
         with psycopg.connect(self.db) as conn:
-            return {event_id for (event_id,) in conn.execute("SELECT event_id::text FROM public.fault_events")}
+            return conn.execute(query, params).fetchone()[0]
+
+    def committed_events(self) -> set[str]:
+        """The ids of every order event and ledger entry committed (the writer's and the burst's)."""
+        with psycopg.connect(self.db) as conn:
+            return {
+                event_id
+                for (event_id,) in conn.execute(
+                    "SELECT event_id::text FROM public.committed_events WHERE aggregate_type = ANY(%s)",
+                    (list(TOPICS),),
+                )
+            }
 
     def backlog(self) -> int:
         """Order outbox rows waiting: the order events and the order ledger's entries."""
+        return self._count("SELECT count(*) FROM order_service.outbox")
+
+    def burst(self, orders: int) -> int:
+        """A backlog for the relay to drain: `orders` placed in one transaction in the burst's city; returns the
+        outbox rows it wrote (an order event and a ledger entry per order)."""
         with psycopg.connect(self.db) as conn:
-            return conn.execute("SELECT count(*) FROM order_service.outbox").fetchone()[0]
+            self.writer.place(conn, [str(uuid.uuid4()) for _ in range(orders)], self.burst_city)
+        return self._count("SELECT count(*) FROM public.committed_events WHERE city = %s", self.burst_city)
+
+    def burst_waiting(self) -> int:
+        """The burst's rows still in the outbox: the relay deletes a row once Kafka acknowledged it."""
+        return self._count("SELECT count(*) FROM order_service.outbox WHERE payload->>'city' = %s", self.burst_city)
+
+    def burst_published(self) -> int:
+        """The burst's order events Kafka acknowledged (gone from the outbox)."""
+        return self._count(
+            "SELECT (SELECT count(*) FROM public.committed_events WHERE aggregate_type = 'order' AND city = %s) "
+            "- (SELECT count(*) FROM order_service.outbox WHERE aggregate_type = 'order' AND payload->>'city' = %s)",
+            self.burst_city,
+            self.burst_city,
+        )
 
     def pinot(self, query: str, **params: Any) -> list[list[Any]]:
         cursor = broker_connection(self.services.pinot_broker_url).cursor()
@@ -168,21 +204,18 @@ class Load:
             return False
         return rows[0][0] > 0
 
-    def pinot_event_ids(self) -> Counter[str]:
-        rows = self.pinot("SELECT event_id FROM order_events WHERE city = %(city)s LIMIT 1000000", city=self.city)
-        return Counter(event_id for (event_id,) in rows)
+    def pinot_burst_events(self) -> int:
+        """The burst's order events Pinot has ingested."""
+        return self.pinot("SELECT COUNT(*) FROM order_events WHERE city = %(city)s", city=self.burst_city)[0][0]
 
     def kafka_event_ids(self) -> Counter[str]:
-        """Event ids of this load's orders in nibble.orders since the load began, with their count."""
+        """This load's event ids in its topics since the load began, with their count."""
         ours = self.committed_events()
-        return Counter(
-            event_id
-            for headers in read_headers(self.services.kafka_bootstrap, self.start_offsets)
-            if (event_id := headers.get("event_id")) in ours
-        )
+        found = event_ids(self.services.kafka_bootstrap, self.start_offsets)
+        return Counter({event_id: n for event_id, n in found.items() if event_id in ours})
 
 
-def end_offsets(bootstrap: str, topic: str = "nibble.orders") -> dict[int, int]:
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fault-{uuid.uuid4()}"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -191,9 +224,15 @@ def end_offsets(bootstrap: str, topic: str = "nibble.orders") -> dict[int, int]:
         consumer.close()
 
 
-def read_headers(bootstrap: str, start: dict[int, int], topic: str = "nibble.orders") -> list[dict[str, str]]:
-    """Headers of every message from `start` offsets to the current end of each partition."""
-    return [headers for headers, _ in read_messages(bootstrap, start, topic)]
+def event_ids(bootstrap: str, start: dict[str, dict[int, int]], tail: int | None = None) -> Counter[str]:
+    """How many times each event id (header) appears in the topics of `start`, from its offsets to the
+    current end of each partition; with `tail`, in the last `tail` messages of each partition only."""
+    return Counter(
+        event_id
+        for topic, offsets in start.items()
+        for headers, _ in read_messages(bootstrap, offsets, topic, tail)
+        if (event_id := headers.get("event_id")) is not None
+    )
 
 
 def read_orders(bootstrap: str, start: dict[int, int], events: set[str]) -> list[tuple[str, str, int]]:
@@ -209,18 +248,24 @@ def read_orders(bootstrap: str, start: dict[int, int], events: set[str]) -> list
     return orders
 
 
-def read_messages(bootstrap: str, start: dict[int, int], topic: str) -> list[tuple[dict[str, str], bytes]]:
-    """Headers and value of every message from `start` offsets to the current end of each partition."""
+def read_messages(
+    bootstrap: str, start: dict[int, int], topic: str, tail: int | None = None
+) -> list[tuple[dict[str, str], bytes]]:
+    """Headers and value of every message from `start` offsets (with `tail`: at most the last `tail` of each
+    partition) to the current end of each partition."""
     end = end_offsets(bootstrap, topic)
+    first = {p: max(start.get(p, 0), end[p] - tail if tail else 0) for p in end}
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"fault-{uuid.uuid4()}", "enable.auto.commit": False}
     )
-    consumer.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
-    remaining = {p for p in end if end[p] > start.get(p, 0)}
+    consumer.assign([TopicPartition(topic, p, first[p]) for p in end])
+    remaining = {p for p in end if end[p] > first[p]}
     messages: list[tuple[dict[str, str], bytes]] = []
     deadline = time.monotonic() + 120
     try:
-        while remaining and time.monotonic() < deadline:
+        while remaining:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: partitions {sorted(remaining)} not read to their end in 120 s")
             message = consumer.poll(0.5)
             if message is None or message.error():  # end of a partition, or a transient error
                 continue

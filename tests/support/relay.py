@@ -46,6 +46,13 @@ class RelayProcess:
         self.process.kill()
         self.process.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: frozen where it is (a batch possibly in flight), to look at the outbox and Kafka as they are."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def terminate(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(60)
