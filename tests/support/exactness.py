@@ -510,17 +510,22 @@ def _require_record(scope: Ingested) -> None:
         raise AssertionError(f"{scope.db} keeps no record of committed events: call record_committed_events first")
 
 
+def compare_state(scope: Ingested, spec: StateTable, table: str | None = None) -> tuple[int, list[Difference]]:
+    """One state table (or `table`, a copy of it) against PostgreSQL: the rows expected and the differences."""
+    nulls = _null_values(spec.table)
+    expected = [_as_pinot(row, nulls) for row in scope.pg_dicts(spec.pg_query(), cities=scope.cities)]
+    observed = _pinot_dicts(scope, table or spec.table, spec.pinot_columns, spec.key, len(expected))
+    return len(expected), diff_rows(table or spec.table, spec.noun, spec.key, expected, observed)
+
+
 def compare(scope: Ingested) -> Comparison:
     """Every Pinot table against PostgreSQL, restricted to the scope's cities (one look, no waiting)."""
     _require_record(scope)
     rows: dict[str, int] = {}
     differences: list[Difference] = []
     for spec in STATE_TABLES:
-        nulls = _null_values(spec.table)
-        expected = [_as_pinot(row, nulls) for row in scope.pg_dicts(spec.pg_query(), cities=scope.cities)]
-        observed = _pinot_dicts(scope, spec.table, spec.pinot_columns, spec.key, len(expected))
-        rows[spec.table] = len(expected)
-        differences += diff_rows(spec.table, spec.noun, spec.key, expected, observed)
+        rows[spec.table], found = compare_state(scope, spec)
+        differences += found
     expected = scope.pg_dicts(LEDGER_PG, cities=scope.cities)
     observed = _pinot_dicts(scope, "order_ledger", list(LEDGER_GROUP), "order_id", len(expected), group=True)
     rows["order_ledger (orders)"] = len(expected)
