@@ -3,6 +3,7 @@
 - `settings.stack`: the local stack's state dir and ports (the same as docker-compose.yml);
 - `settings.endpoints`: where the pipeline connects; each URL left empty points at the local stack;
 - `settings.relay`: the relay daemon (`NIBBLE_RELAY_*`).
+- `settings.pinot`: Pinot's realtime window and the minion's history moves (`NIBBLE_PINOT_*`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
@@ -35,6 +36,7 @@ class StackSettings(BaseSettings):
     pinot_server_port: int = Field(8098, ge=1, le=65535)
     pinot_server_admin_port: int = Field(8097, ge=1, le=65535)
     pinot_server_grpc_port: int = Field(8090, ge=1, le=65535)
+    pinot_minion_port: int = Field(9514, ge=1, le=65535)
     redis_port: int = Field(6379, ge=1, le=65535)
     superset_port: int = Field(8088, ge=1, le=65535)
 
@@ -101,6 +103,89 @@ class Endpoints(BaseSettings):
         )
 
 
+SPAN_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+# Pinot 0.11's broker puts the time boundary of a hybrid table one hour before the newest offline row (our
+# offline tables push HOURLY): the realtime part must still hold that hour.
+BOUNDARY_OFFSET_S = 3_600
+
+
+def span_seconds(text: str) -> int:
+    """'3d', '12h', '30m' or '10s' (Pinot's period format, one unit) in seconds."""
+    if len(text) < 2 or text[-1] not in SPAN_UNITS or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise ValueError(f"{text!r} is not a span like 3d, 12h, 30m or 10s")
+    return int(text[:-1]) * SPAN_UNITS[text[-1]]
+
+
+def schedule_cron(text: str) -> str:
+    """A span as the Quartz cron expression that fires every span, on the clock ('10m' -> '0 0/10 * * * ?'):
+    the span must divide a minute, an hour or a day evenly."""
+    seconds = span_seconds(text)
+    if seconds < 60 and 60 % seconds == 0:
+        return f"0/{seconds} * * * * ?"
+    if seconds < 3_600 and seconds % 60 == 0 and 3_600 % seconds == 0:
+        return f"0 0/{seconds // 60} * * * ?"
+    if seconds < 86_400 and seconds % 3_600 == 0 and 86_400 % seconds == 0:
+        return f"0 0 0/{seconds // 3_600} * * ?"
+    if seconds == 86_400:
+        return "0 0 0 * * ?"
+    raise ValueError(f"{text!r} does not divide a minute, an hour or a day evenly (e.g. 10s, 5m, 1h, 1d)")
+
+
+class PinotSettings(BaseSettings):
+    """How long Pinot's realtime tables keep their rows, and how the minion moves history to offline tables
+    (docs/pinot.md, "Bounded by a window"). Spans are written like Pinot's periods: 3d, 12h, 30m, 10s."""
+
+    model_config = SettingsConfigDict(env_prefix="NIBBLE_PINOT_", extra="ignore")
+
+    # Prepended to every Pinot table and schema name: a test's own set of tables beside the stack's.
+    table_prefix: str = Field("", pattern=r"^[a-z0-9_]*$")
+    # The minion moves one bucket of event time per run, once the bucket ended this long ago (the buffer: how
+    # late an event may reach Pinot and still be moved with its bucket).
+    history_bucket: str = "1d"
+    history_buffer: str = "12h"
+    # How often the controller asks the minion to move the next bucket.
+    minion_schedule: str = "10m"
+    # Realtime segments whose newest event is older than this are deleted, their dedup and upsert keys with
+    # them: the window bounds the server's heap and restart time.
+    realtime_window: str = "3d"
+    # Realtime segments commit at this many rows / this age; 0 and "" keep each table's own (pinot/tables/).
+    segment_rows: int = Field(0, ge=0)
+    segment_time: str = ""
+
+    @field_validator("history_bucket", "history_buffer", "minion_schedule", "realtime_window")
+    @classmethod
+    def _span(cls, value: str) -> str:
+        span_seconds(value)
+        return value
+
+    @field_validator("minion_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        schedule_cron(value)
+        return value
+
+    @field_validator("segment_time")
+    @classmethod
+    def _optional_span(cls, value: str) -> str:
+        if value:
+            span_seconds(value)
+        return value
+
+    @field_validator("realtime_window")
+    @classmethod
+    def _window_outlives_the_boundary(cls, value: str, info: ValidationInfo) -> str:
+        """A realtime row is queried until the minion's boundary passes it: the window must outlast a bucket,
+        the buffer, the boundary's hour and one schedule (the fields above, validated first)."""
+        spans = [info.data.get(name) for name in ("history_bucket", "history_buffer", "minion_schedule")]
+        if None not in spans and span_seconds(value) < sum(map(span_seconds, spans)) + BOUNDARY_OFFSET_S:
+            bucket, buffer, schedule = spans
+            raise ValueError(
+                f"{value} is shorter than the history bucket ({bucket}) + buffer ({buffer}) + minion schedule "
+                f"({schedule}) + 1h: rows would leave the realtime table before the minion moves them"
+            )
+        return value
+
+
 class RelaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NIBBLE_RELAY_", extra="ignore")
 
@@ -129,6 +214,7 @@ class Settings(BaseModel):
     stack: StackSettings
     endpoints: Endpoints
     relay: RelaySettings
+    pinot: PinotSettings = Field(default_factory=PinotSettings)
 
     @model_validator(mode="after")
     def _endpoint_defaults(self) -> Settings:
@@ -140,7 +226,8 @@ def load_settings() -> Settings:
     """Read the settings, turning pydantic's error into one that names each bad `NIBBLE_*` variable."""
     groups: dict[str, BaseSettings] = {}
     problems = []
-    for name, group in (("stack", StackSettings), ("endpoints", Endpoints), ("relay", RelaySettings)):
+    named = (("stack", StackSettings), ("endpoints", Endpoints), ("relay", RelaySettings), ("pinot", PinotSettings))
+    for name, group in named:
         try:
             groups[name] = group()
         except ValidationError as exc:

@@ -46,7 +46,14 @@ JAVA_OPENS = [
     f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
     for pkg in ("java.nio", "sun.nio.ch", "java.lang", "java.util", "java.lang.reflect", "jdk.internal.misc")
 ] + ["-Dio.netty.tryReflectionSetAccessible=true"]
-HEAPS = {"kafka": "1g", "zookeeper": "256m", "pinot-controller": "1g", "pinot-broker": "1g", "pinot-server": "6g"}
+HEAPS = {
+    "kafka": "1g",
+    "zookeeper": "256m",
+    "pinot-controller": "1g",
+    "pinot-broker": "1g",
+    "pinot-server": "6g",
+    "pinot-minion": "1g",  # moves one bucket of one table at a time (docs/pinot.md)
+}
 START_TIMEOUT_S = 600  # a Pinot server reloading a few million rows is healthy only after minutes
 
 Report = Callable[[str], None]
@@ -150,6 +157,13 @@ class LocalStack:
                 },
                 f"127.0.0.1:{s.pinot_server_port}",
                 lambda: http.ok(f"http://127.0.0.1:{s.pinot_server_admin_port}/health"),
+            ),
+            java(
+                "pinot-minion",
+                2,
+                {"pinot_minion_port": s.pinot_minion_port},
+                f"http://127.0.0.1:{s.pinot_minion_port}",
+                lambda: http.ok(f"http://127.0.0.1:{s.pinot_minion_port}/health"),
             ),
             Service(
                 "redis",
@@ -293,7 +307,12 @@ class LocalStack:
         config.write_text("".join(f"{key}={value}\n" for key, value in self._pinot_config(name, root).items()))
         if name == "zookeeper":
             return ["org.apache.zookeeper.server.ZooKeeperServerMain", str(config)]
-        command = {"pinot-controller": "StartController", "pinot-broker": "StartBroker", "pinot-server": "StartServer"}
+        command = {
+            "pinot-controller": "StartController",
+            "pinot-broker": "StartBroker",
+            "pinot-server": "StartServer",
+            "pinot-minion": "StartMinion",
+        }
         return ["org.apache.pinot.tools.admin.PinotAdministrator", command[name], "-configFileName", str(config)]
 
     def _pinot_config(self, name: str, root: Path) -> dict[str, object]:
@@ -320,6 +339,10 @@ class LocalStack:
                 "controller.vip.host": "127.0.0.1",
                 "controller.vip.port": s.pinot_controller_port,
                 "controller.data.dir": root / "controller",
+                # Runs the minion's task on each table's own cron schedule (NIBBLE_PINOT_MINION_SCHEDULE, applied
+                # with the table); the retention manager drops realtime segments older than the window hourly.
+                "controller.task.scheduler.enabled": "true",
+                "controller.retention.frequencyPeriod": "1h",
             }
         if name == "pinot-broker":
             return {
@@ -328,6 +351,14 @@ class LocalStack:
                 "pinot.broker.client.access.protocols": "http",
                 "pinot.broker.client.access.protocols.http.host": "127.0.0.1",
                 "pinot.broker.client.access.protocols.http.port": s.pinot_broker_port,
+            }
+        if name == "pinot-minion":
+            return {
+                **cluster,
+                "pinot.minion.host": "127.0.0.1",
+                # Pinot 0.11 binds this port on every interface whatever the settings (docs/security.md).
+                "pinot.minion.port": s.pinot_minion_port,
+                "dataDir": root / "minion" / "data",  # emptied at each start: a task's scratch files
             }
         return {
             **cluster,
