@@ -39,6 +39,9 @@ class StackSettings(BaseSettings):
     pinot_minion_port: int = Field(9514, ge=1, le=65535)
     redis_port: int = Field(6379, ge=1, le=65535)
     superset_port: int = Field(8088, ge=1, le=65535)
+    schema_registry_port: int = Field(8081, ge=1, le=65535)
+    # Its health and metrics; Apicurio's default (9000) is the Pinot controller's port.
+    schema_registry_management_port: int = Field(9081, ge=1, le=65535)
 
 
 class Endpoints(BaseSettings):
@@ -63,6 +66,8 @@ class Endpoints(BaseSettings):
     # `nibble verify --watch` serves its gauges here (0: no endpoint); 0.0.0.0 for a Prometheus elsewhere.
     verify_metrics_port: int = Field(9474, ge=0, le=65535)
     verify_metrics_host: str = "127.0.0.1"
+    # The schema registry's Confluent-compatible API (Apicurio: http://HOST:PORT/apis/ccompat/v7).
+    schema_registry_url: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -71,7 +76,7 @@ class Endpoints(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
-    @field_validator("pinot_controller_url", "pinot_broker_url", "superset_url")
+    @field_validator("pinot_controller_url", "pinot_broker_url", "superset_url", "schema_registry_url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
@@ -96,6 +101,8 @@ class Endpoints(BaseSettings):
                 "pinot_controller_url": self.pinot_controller_url or f"http://127.0.0.1:{stack.pinot_controller_port}",
                 "pinot_broker_url": self.pinot_broker_url or f"http://127.0.0.1:{stack.pinot_broker_port}",
                 "superset_url": self.superset_url or f"http://127.0.0.1:{stack.superset_port}",
+                "schema_registry_url": self.schema_registry_url
+                or f"http://127.0.0.1:{stack.schema_registry_port}/apis/ccompat/v7",
                 "pinot_kafka_broker_list": self.pinot_kafka_broker_list
                 or self.kafka_bootstrap_servers
                 or f"127.0.0.1:{stack.kafka_port}",

@@ -78,4 +78,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"export NIBBLE_PINOT_CONTROLLER_URL={e.pinot_controller_url}")
         print(f"export NIBBLE_PINOT_BROKER_URL={e.pinot_broker_url}")
         print(f"export NIBBLE_SUPERSET_URL={e.superset_url}")
+        print(f"export NIBBLE_SCHEMA_REGISTRY_URL={e.schema_registry_url}")
     return 0

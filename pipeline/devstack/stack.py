@@ -1,20 +1,22 @@
 """The local stack: the real services on this machine, without Docker (`nibble stack up | down | status`).
 
-PostgreSQL 15 + PostGIS and Redis come from Debian packages, Kafka (KRaft) and Pinot from Maven Central
-through the poms in stack/maven (jars stay in ~/.m2, so a second `up` downloads nothing), Apache Superset
-from PyPI into a virtualenv of its own (pipeline/devstack/superset.py). Every service is one row of
-the service table: its ports, pid file, log, how to start, probe and stop it. `down` stops exactly the pids
-the pid files name.
+PostgreSQL 15 + PostGIS and Redis come from Debian packages, Kafka (KRaft), Pinot and the schema registry
+(Apicurio) from Maven Central through the poms in stack/maven (jars stay in ~/.m2, so a second `up` downloads
+nothing), Apache Superset from PyPI into a virtualenv of its own (pipeline/devstack/superset.py). Every service
+is one row of the service table: its ports, pid file, log, how to start, probe and stop it. `down` stops
+exactly the pids the pid files name.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Callable
@@ -53,7 +55,9 @@ HEAPS = {
     "pinot-broker": "1g",
     "pinot-server": "6g",
     "pinot-minion": "1g",  # moves one bucket of one table at a time (docs/pinot.md)
+    "schema-registry": "256m",  # a few dozen schemas; ~300 MB resident
 }
+REGISTRY_MIN_JAVA = 21  # Apicurio Registry 3.x is built for Java 21
 START_TIMEOUT_S = 600  # a Pinot server reloading a few million rows is healthy only after minutes
 
 Report = Callable[[str], None]
@@ -164,6 +168,20 @@ class LocalStack:
                 {"pinot_minion_port": s.pinot_minion_port},
                 f"http://127.0.0.1:{s.pinot_minion_port}",
                 lambda: http.ok(f"http://127.0.0.1:{s.pinot_minion_port}/health"),
+            ),
+            Service(
+                "schema-registry",
+                0,
+                {
+                    "schema_registry_port": s.schema_registry_port,
+                    "schema_registry_management_port": s.schema_registry_management_port,
+                },
+                e.schema_registry_url,
+                self.pids / "schema-registry.pid",
+                self.logs / "schema-registry.log",
+                start=self._start_registry,
+                healthy=lambda: http.ok(f"http://127.0.0.1:{s.schema_registry_management_port}/health/ready"),
+                stop=processes.terminate,
             ),
             Service(
                 "redis",
@@ -280,6 +298,33 @@ class LocalStack:
         command += [f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, *arguments]
         service = self.by_name[name]
         processes.spawn(command, service.log_file, service.pid_file, cwd=self.state)
+
+    def _start_registry(self) -> None:
+        """Apicurio Registry from its Maven Central tar.gz (untarred once under the state dir), schemas in a
+        file-backed H2 database there, so they survive a restart."""
+        java = newest_java(REGISTRY_MIN_JAVA, "schema-registry")
+        archive = Path(self._classpath("apicurio"))
+        root = self.state / "schema-registry"
+        app = root / archive.name.removesuffix(".tar.gz")
+        if not (app / "quarkus-run.jar").exists():
+            self.report(f"schema-registry: unpacking {archive.name}")
+            unpacking = root / "unpacking"
+            shutil.rmtree(unpacking, ignore_errors=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(unpacking, filter="data")
+            unpacking.rename(app)  # whole or not at all: a crash mid-untar leaves only `unpacking`
+        s = self.settings.stack
+        properties = {
+            "quarkus.http.host": "127.0.0.1",
+            "quarkus.http.port": s.schema_registry_port,
+            "quarkus.management.host": "127.0.0.1",
+            "quarkus.management.port": s.schema_registry_management_port,
+            "apicurio.datasource.url": f"jdbc:h2:file:{root / 'data' / 'registry'}",
+        }
+        heap = HEAPS["schema-registry"]
+        command = [java, f"-Xms{heap}", f"-Xmx{heap}", *(f"-D{key}={value}" for key, value in properties.items())]
+        service = self.by_name["schema-registry"]
+        processes.spawn([*command, "-jar", str(app / "quarkus-run.jar")], service.log_file, service.pid_file, cwd=root)
 
     def _kafka_arguments(self, classpath: str) -> list[str]:
         """Write server.properties (formatting the storage on first start); the broker's main class and args."""
@@ -534,6 +579,37 @@ def relay_password(settings: Settings) -> str:
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_urlsafe(32) + "\n")
     return path.read_text().strip()
+
+
+def newest_java(minimum: int, service: str) -> str:
+    """The java binary of the newest JDK/JRE found (JAVA_HOME, /usr/lib/jvm/*, PATH), if it is at least
+    `minimum`; the stack's own Java 17 stays the one Kafka and Pinot run on."""
+    homes = [os.environ["JAVA_HOME"]] if os.environ.get("JAVA_HOME") else []
+    candidates = [Path(home) / "bin" / "java" for home in homes] + sorted(Path("/usr/lib/jvm").glob("*/bin/java"))
+    on_path = shutil.which("java")
+    candidates += [Path(on_path)] if on_path else []
+    found: dict[Path, int] = {}
+    for java in candidates:
+        if java.exists() and java.resolve() not in found:
+            found[java.resolve()] = _java_major(java)
+    best = max(found, key=found.__getitem__, default=None)
+    if best is None or found[best] < minimum:
+        seen = ", ".join(f"{java} ({major})" for java, major in found.items()) or "none"
+        raise StackError(
+            f"{service}: needs Java {minimum} or newer, found {seen} in JAVA_HOME, /usr/lib/jvm and PATH; "
+            f"install one (e.g. Temurin {minimum}+ under /usr/lib/jvm) or point JAVA_HOME at it"
+        )
+    return str(best)
+
+
+def _java_major(java: Path) -> int:
+    """The feature version `java -version` reports ('1.8.0' -> 8, '25.0.3' -> 25); 0 if it does not run."""
+    try:
+        result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    match = re.search(r'version "(?:1\.)?(\d+)', result.stderr)
+    return int(match.group(1)) if match else 0
 
 
 def _answering(ports: dict[str, int]) -> list[str]:

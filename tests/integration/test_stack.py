@@ -197,6 +197,7 @@ def test_stack_status_reports_every_service_healthy(services: Services) -> None:
         "pinot-broker",
         "pinot-server",
         "pinot-minion",
+        "schema-registry",
         "redis",
         "superset",
     ]
