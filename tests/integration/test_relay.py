@@ -120,10 +120,10 @@ def test_standby_takes_over_when_the_leader_dies(services, db, prefix, start_rel
     wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=15, what="the lanes to be shared")
 
     leader.kill()
-    killed_at = time.monotonic()
     second_ids = full_lifecycle(db, 100)
-    wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the standby to take over")
-    assert time.monotonic() - killed_at < 15
+    # The take-over is the standby holding every lane the dead leader held, then draining what came since.
+    wait_until(lambda: lane_shares(services, db) == [[8]] * 3, timeout_s=30, what="the standby to hold every lane")
+    wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the standby to drain")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 200 * EVENTS_PER_ORDER)
     assert_complete_and_ordered(received, first_ids + second_ids)
     assert standby.terminate() == 0
@@ -219,10 +219,13 @@ def test_kafka_unreachable_keeps_the_backlog_then_a_relay_with_kafka_drains_it(
     wait_until(lambda: kafka_errors in _metrics(port), timeout_s=60, what="the relay to find Kafka unreachable")
     assert cut_off.process.poll() is None, "an unreachable Kafka is waited for, not fatal"
     assert backlog(db) == 20 * ROWS_PER_ORDER
-    stop_asked = time.monotonic()
+    # Stopped on request while Kafka is away: a clean exit that says so, not a hang (terminate waits for it)
+    # nor a kill, and the backlog kept whole in PostgreSQL.
     assert cut_off.terminate() == 0
-    assert time.monotonic() - stop_asked < 20
-    assert any(line["msg"].startswith("Kafka unavailable") for line in cut_off.logs())
+    messages = [line["msg"] for line in cut_off.logs()]
+    assert any(msg.startswith("Kafka unavailable") for msg in messages)
+    assert messages[-1] == "relay stopped", messages[-5:]
+    assert backlog(db) == 20 * ROWS_PER_ORDER
 
     start_relay()
     wait_until(lambda: backlog(db) == 0, what="the backlog to drain once Kafka is reachable")
