@@ -38,6 +38,7 @@ DEBIAN_PACKAGES = {
     # package: a file it installs, to tell whether it is there
     "postgresql-15": PG_BIN / "postgres",
     "postgresql-15-postgis-3": Path("/usr/share/postgresql/15/extension/postgis.control"),
+    "postgresql-15-partman": Path("/usr/share/postgresql/15/extension/pg_partman.control"),
     "openjdk-17-jre-headless": Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java"),
     "maven": Path("/usr/bin/mvn"),
     "redis-server": Path(superset.REDIS_SERVER),
