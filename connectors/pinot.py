@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from pinotdb import connect as pinotdb_connect
@@ -38,8 +38,15 @@ class Controller:
             self._call("POST", "/schemas", json=schema)
 
     def realtime_table(self, name: str) -> dict[str, Any] | None:
-        answer = self._call("GET", f"/tables/{name}", params={"type": "realtime"})
-        return (answer or {}).get("REALTIME")
+        return self.table(name, "REALTIME")
+
+    def offline_table(self, name: str) -> dict[str, Any] | None:
+        return self.table(name, "OFFLINE")
+
+    def table(self, name: str, kind: str) -> dict[str, Any] | None:
+        """The stored config of one part (REALTIME or OFFLINE) of a table, or None."""
+        answer = self._call("GET", f"/tables/{name}", params={"type": kind.lower()})
+        return (answer or {}).get(kind)
 
     def put_table(self, config: dict[str, Any], exists: bool) -> None:
         if exists:
@@ -47,22 +54,52 @@ class Controller:
         else:
             self._call("POST", "/tables", json=config)
 
-    def delete_table(self, name: str) -> None:
-        self._call("DELETE", f"/tables/{name}", params={"type": "realtime"})
+    def delete_table(self, name: str, kind: str = "REALTIME") -> None:
+        self._call("DELETE", f"/tables/{name}", params={"type": kind.lower()})
 
-    def hosted(self, name: str) -> bool:
-        """Whether the realtime table still has an external view or any server still holds it: 0.11 lets a
+    def hosted(self, name: str, kind: str = "REALTIME") -> bool:
+        """Whether one part of the table still has an external view or any server still holds it: 0.11 lets a
         dropped table linger on its servers for seconds, and a table created again meanwhile misbehaves."""
-        if self._call("GET", f"/tables/{name}/externalview") is not None:
+        if (self._call("GET", f"/tables/{name}/externalview") or {}).get(kind) is not None:
             return True
         for instance in (self._call("GET", "/instances") or {}).get("instances", []):
             if instance.startswith("Server_"):
                 server = self._call("GET", f"/instances/{instance}")
                 response = self.session.get(f"http://{server['hostName']}:{server['adminPort']}/tables", timeout=10)
                 response.raise_for_status()
-                if f"{name}_REALTIME" in response.json().get("tables", []):
+                if f"{name}_{kind}" in response.json().get("tables", []):
                     return True
         return False
+
+    def segments(self, name_with_type: str) -> list[dict[str, Any]]:
+        """The ZooKeeper metadata of each segment of one part (e.g. orders_REALTIME): its start and end time
+        (segment.start.time, segment.end.time, in segment.time.unit), status, creation time."""
+        name, kind = name_with_type.rsplit("_", 1)
+        listed = self._call("GET", f"/segments/{name}", params={"type": kind}) or []
+        names = [segment for part in listed for segment in part.get(kind, [])]
+        found = (self._call("GET", f"/segments/{name_with_type}/{quote(s, safe='')}/metadata") for s in names)
+        return [metadata for metadata in found if metadata is not None]
+
+    def task_watermark_ms(self, task_type: str, name_with_type: str) -> int | None:
+        """Where a minion task has got to on a table: the end of the last time bucket it moved, or None."""
+        answer = self._call("GET", f"/tasks/{task_type}/{name_with_type}/metadata")
+        fields = (answer or {}).get("simpleFields", {}) if isinstance(answer, dict) else {}
+        return int(fields["watermarkMs"]) if "watermarkMs" in fields else None
+
+    def set_task_watermark_ms(self, task_type: str, name_with_type: str, watermark_ms: int) -> None:
+        """Set where a minion task continues on a table (its metadata ZNode, as the minion itself writes it)."""
+        cluster = self._call("GET", "/cluster/info")["clusterName"]
+        record = {"id": name_with_type, "simpleFields": {"watermarkMs": str(watermark_ms)}}
+        path = f"/{cluster}/PROPERTYSTORE/MINION_TASK_METADATA/{name_with_type}/{task_type}"
+        self._call("PUT", "/zk/put", params={"path": path, "expectedVersion": -1, "accessOption": 1}, json=record)
+
+    def schedule_task(self, task_type: str, name_with_type: str) -> None:
+        """Ask the controller to generate the task for the table now, not at its next scheduled time."""
+        self._call("POST", "/tasks/schedule", params={"taskType": task_type, "tableName": name_with_type})
+
+    def run_periodic_task(self, task: str, name: str, kind: str) -> None:
+        """Run one of the controller's periodic tasks (e.g. RetentionManager) on one table now."""
+        self._call("GET", "/periodictask/run", params={"taskname": task, "tableName": name, "type": kind})
 
     def consumed_offsets(self, name: str) -> dict[int, int]:
         """Each stream partition's offset the table's consuming segment has reached."""
@@ -85,6 +122,16 @@ class Controller:
             if time.monotonic() > deadline:
                 raise ControllerError(f"table {name}: segments not online {timeout_s} s after its creation")
             time.sleep(0.2)
+
+
+def time_boundary(broker_url: str, name: str) -> int | None:
+    """Where the broker splits a hybrid table (epoch ms of its time column: offline rows at or before it, realtime
+    rows after it), or None while it has no offline segment."""
+    response = requests.get(f"{broker_url.rstrip('/')}/debug/timeBoundary/{name}", timeout=10)
+    if response.status_code == 404:  # 0.11 answers 404 with no body
+        return None
+    response.raise_for_status()
+    return int(response.json()["timeValue"])
 
 
 def broker_connection(broker_url: str, timeout_ms: int | None = None) -> Connection:

@@ -6,6 +6,12 @@ itself never comes from user input. Each file's `-- columns:` line gives every r
 answers come back as Python values of that kind (see KINDS). A `-- window: whole hours` line makes the
 window whole hours (see whole_hours), and the word GRAIN_COLUMN in the SQL stands for the column of the
 grain asked for (GRAINS: a fixed mapping, never user text).
+
+A query may read two tables whose rows do not overlap (Pinot 0.11 has no UNION): its parts are separated by a
+line `UNION ALL`, each a whole statement answering the same columns; the library runs each, puts their rows
+together in the order its `-- order by:` line names (result columns, ascending) and keeps the first `limit`
+when the query takes one. E.g. orders_per_minute: orders under way from `orders`, which holds a window, and
+closed orders from their closing event in `order_events`, which holds all history (docs/pinot.md).
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ QUERIES_DIR = Path(__file__).resolve().parent / "queries"
 OPTIONAL_LINE = re.compile(r"\s*-- if (\w+)\s*$")
 COLUMNS_LINE = "-- columns:"
 WHOLE_HOURS_LINE = "-- window: whole hours"
+ORDER_BY_LINE = "-- order by:"
+UNION_LINE = "UNION ALL"
 PARAMETER = re.compile(r"%\((\w+)\)s")
 NUMBERS = ("lat", "lon", "radius_m")  # the library's numeric parameters besides the window and the limit
 FROM_TABLE = re.compile(r"\bFROM (\w+)")
@@ -73,6 +81,7 @@ class Query:
     sql: str
     columns: tuple[Column, ...]
     whole_hours: bool = False  # a star-tree cannot serve a millisecond bound: the window is widened to hours
+    order_by: tuple[str, ...] = ()  # how the rows of several parts are put together
 
     @classmethod
     def load(cls, path: Path) -> Query:
@@ -82,9 +91,14 @@ class Query:
         unknown = {c.kind for c in columns} - set(CONVERTERS)
         if unknown:
             raise ValueError(f"{path.name}: unknown column kind {', '.join(sorted(unknown))}")
-        header = [line[3:] for line in lines if line.startswith("-- ") and line not in (declared, WHOLE_HOURS_LINE)]
+        order = next((line for line in lines if line.startswith(ORDER_BY_LINE)), None)
+        order_by = tuple(name.strip() for name in order.removeprefix(ORDER_BY_LINE).split(",")) if order else ()
+        if set(order_by) - {c.name for c in columns} or (UNION_LINE in lines) != bool(order_by):
+            raise ValueError(f"{path.name}: a query of parts needs `{ORDER_BY_LINE}` naming its result columns")
+        meta = (declared, order, WHOLE_HOURS_LINE)
+        header = [line[3:] for line in lines if line.startswith("-- ") and line not in meta]
         body = "\n".join(line for line in lines if not line.startswith("-- "))
-        return cls(path.stem, " ".join(header), body, columns, WHOLE_HOURS_LINE in lines)
+        return cls(path.stem, " ".join(header), body, columns, WHOLE_HOURS_LINE in lines, order_by)
 
     @property
     def parameters(self) -> set[str]:
@@ -106,6 +120,23 @@ class Query:
             elif params.get(optional.group(1)) is not None:
                 lines.append(line[: optional.start()])
         return GRAIN_COLUMN.sub(lambda _: GRAINS[params["grain"]], "\n".join(lines))
+
+    def parts(self, sql: str) -> list[str]:
+        """The rendered SQL's statements (one, or the parts of a UNION ALL)."""
+        parts, current = [], []
+        for line in sql.splitlines():
+            if line.strip() == UNION_LINE:
+                parts.append("\n".join(current))
+                current = []
+            else:
+                current.append(line)
+        return [*parts, "\n".join(current)]
+
+    def merge(self, rows: list[list[Any]], limit: int | None) -> list[list[Any]]:
+        """The typed rows of all parts in the declared order (missing values last), the first `limit` kept."""
+        positions = [[c.name for c in self.columns].index(name) for name in self.order_by]
+        ordered = sorted(rows, key=lambda row: [(row[i] is None, row[i]) for i in positions])
+        return ordered[:limit] if limit is not None else ordered
 
 
 @functools.cache  # checked-in files: read once per process
@@ -152,8 +183,9 @@ def run(name: str, settings: Settings | None = None, **params: Any) -> Result:
 def run_query(
     cursor: Any, name: str, settings: Settings | None = None, tables: dict[str, str] | None = None, **params: Any
 ) -> Result:
-    """Run library query `name` on a pinotdb cursor; `settings` only words the errors; `tables` reads other
-    tables than the checked-in names (e.g. {"orders": "bench_orders"}: the benchmark's copies)."""
+    """Run library query `name` on a pinotdb cursor; `settings` words the errors and gives the table prefix
+    (NIBBLE_PINOT_TABLE_PREFIX: a set of tables of a test's own); `tables` reads other tables than the
+    checked-in names (e.g. {"orders": "bench_orders"}: the benchmark's copies)."""
     queries = library()
     if name not in queries:
         raise UsageError(f"no query {name!r} in the library; there are {', '.join(queries)}")
@@ -173,8 +205,23 @@ def run_query(
     if missing:
         raise UsageError(f"query {name} needs {', '.join(sorted(missing))}")
     sql = query.render(values)
-    if tables:
-        sql = FROM_TABLE.sub(lambda m: f"FROM {tables.get(m.group(1), m.group(1))}", sql)
+    prefix = settings.pinot.table_prefix if settings is not None else ""
+    if tables or prefix:
+        sql = FROM_TABLE.sub(lambda m: f"FROM {(tables or {}).get(m.group(1), prefix + m.group(1))}", sql)
+    rows: list[list[Any]] = []
+    broker_ms = 0
+    for part in query.parts(sql):
+        rows += _typed(_execute(cursor, query, part, values, settings), query.columns)
+        broker_ms += int(getattr(cursor, "timeUsedMs", -1))
+    if query.order_by:
+        rows = query.merge(rows, values["limit"] if "limit" in query.parameters else None)
+    window = (since, until) if "since" in query.parameters else (None, None)
+    return Result(name, query.columns, rows, *window, broker_ms)
+
+
+def _execute(cursor: Any, query: Query, sql: str, values: dict[str, Any], settings: Settings | None) -> list[Any]:
+    """One statement's raw rows, checked against the columns the query declares."""
+    name = query.name
     try:
         cursor.execute(sql, {k: v for k, v in values.items() if k in PARAMETER.findall(sql)})
         raw = cursor.fetchall()
@@ -184,12 +231,12 @@ def run_query(
         endpoints = (settings or load_settings()).endpoints
         broker, timeout_ms = endpoints.pinot_broker_url, endpoints.pinot_query_timeout_ms
         raise failure(exc, errors, name, broker, timeout_ms) from None
+    if cursor.description is None:  # a table with no segment at all answers no result table
+        return []
     returned = [d[0] for d in cursor.description]
     if returned != [c.name for c in query.columns]:
         raise QueryFailed(f"query {name} answered columns {returned}, but {name}.sql declares {query.columns}")
-    rows = _typed(raw, query.columns)
-    window = (since, until) if "since" in query.parameters else (None, None)
-    return Result(name, query.columns, rows, *window, int(getattr(cursor, "timeUsedMs", -1)))
+    return list(raw)
 
 
 def whole_hours(since: datetime, until: datetime) -> tuple[datetime, datetime]:

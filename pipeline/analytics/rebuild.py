@@ -11,6 +11,13 @@ Pinot 0.11 keeps a dropped table on its servers for seconds (about 15 s here, lo
 table created again meanwhile answered `ServerTableMissing` for over a minute. So the old table must be
 gone from every server before the new one is created, and the new one is polled with back-off until it
 answers.
+
+A hybrid table (docs/pinot.md) is rebuilt in its realtime part only: the offline part holds history that
+Kafka may no longer have (the state topics compact events older than their history retention). The minion's
+watermark goes with the dropped realtime part, and a new one would start again from the oldest event the
+topic still holds, moving those windows a second time: so the realtime part is created without its task,
+the watermark is put back, and only then the task is configured. Events the new realtime part reads again
+from before the watermark stay below the broker's time boundary, so they are not counted twice.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pinotdb.exceptions
 
 from connectors import kafka
 from connectors.pinot import Controller, broker_connection
-from pipeline.analytics.tables import TableSpec, desired_specs
+from pipeline.analytics.tables import TASK_TYPE, TableSpec, desired_specs
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec
 from pipeline.errors import NibbleError, UsageError
@@ -86,12 +94,23 @@ def rebuild(
     source = refill_source(complete, state_table)
     on_step(f"{spec.name}: refill from {source} (topic {topic} {'complete' if complete else 'trimmed by retention'})")
 
+    realtime = f"{spec.name}_REALTIME"
+    watermark = controller.task_watermark_ms(TASK_TYPE, realtime) if spec.offline is not None else None
     if controller.realtime_table(spec.name) is not None:
         controller.delete_table(spec.name)
-        on_step(f"{spec.name}: dropped; waiting until no server holds it")
+        kept = " (its offline part is kept)" if spec.offline is not None else ""
+        on_step(f"{spec.name}: dropped{kept}; waiting until no server holds it")
         _wait(lambda: not controller.hosted(spec.name), timeout_s, f"the Pinot servers to let go of {spec.name}")
     controller.put_schema(copy.deepcopy(spec.schema), exists=controller.schema(spec.name) is not None)
-    controller.put_table(copy.deepcopy(spec.table), exists=False)
+    if spec.offline is not None and controller.offline_table(spec.name) is None:
+        controller.put_table(copy.deepcopy(spec.offline), exists=False)
+    without_task = {key: value for key, value in copy.deepcopy(spec.table).items() if key != "task"}
+    controller.put_table(without_task, exists=False)
+    if watermark is not None:
+        controller.set_task_watermark_ms(TASK_TYPE, realtime, watermark)
+        on_step(f"{spec.name}: the minion continues from {_moment(watermark)}, where it had got to")
+    if "task" in spec.table:
+        controller.put_table(copy.deepcopy(spec.table), exists=True)
     controller.wait_online(spec.name, timeout_s)
     _wait(lambda: pinot_rows(settings, spec.name) is not None, timeout_s, f"{spec.name} to answer queries")
     on_step(f"{spec.name}: created and answering")
@@ -110,6 +129,10 @@ def rebuild(
     _wait(lambda: caught_up(controller.consumed_offsets(spec.name), ends), timeout_s, f"{spec.name} to read {topic}")
     postgres = visible_rows(endpoints.database_url)[BACKFILL_TABLES[aggregate]] if state_table else None
     return RebuildReport(spec.name, source, pinot_rows(settings, spec.name) or 0, postgres, time.monotonic() - started)
+
+
+def _moment(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="minutes")
 
 
 def pinot_rows(settings: Settings, name: str) -> int | None:

@@ -1,8 +1,11 @@
 """The checked-in Pinot schemas and tables, applied idempotently (`nibble pinot apply [--dry-run] | status`).
 
-pinot/schemas/<table>.json and pinot/tables/<table>.json are the desired state. At apply time each table's
-stream config gets the Kafka address Pinot should use and, as its decoder schema, the newest Avro schema
-of its topic from avro_schemas/ (one source of truth for the contract). Only what differs is sent.
+pinot/schemas/<table>.json and pinot/tables/<table>.json (the realtime part) are the desired state; a table
+with a pinot/offline/<table>.json is hybrid: the minion moves each closed bucket of its realtime part there.
+At apply time each table's stream config gets the Kafka address Pinot should use and, as its decoder schema,
+the newest Avro schema of its topic from avro_schemas/ (one source of truth for the contract), and the
+settings of `settings.pinot` fill in the window: the realtime retention, the minion's bucket, buffer and
+schedule, and the table-name prefix. Only what differs is sent.
 """
 
 from __future__ import annotations
@@ -16,18 +19,69 @@ from typing import Any
 
 import pinotdb.exceptions
 
-from connectors.pinot import Controller, broker_connection
-from pipeline.config import Settings
+from connectors.pinot import Controller, broker_connection, time_boundary
+from pipeline.config import PinotSettings, Settings, schedule_cron, span_seconds
 from pipeline.contract.codec import Codec
 from pipeline.contract.topics import ensure_stream_topics
 from pipeline.resources import PINOT
+
+TASK_TYPE = "RealtimeToOfflineSegmentsTask"
+FLUSH_ROWS = "realtime.segment.flush.threshold.rows"
+FLUSH_TIME = "realtime.segment.flush.threshold.time"
+RETENTION_UNITS = (("DAYS", 86_400), ("HOURS", 3_600), ("MINUTES", 60), ("SECONDS", 1))
+# Heap per key, measured on 0.11 (docs/faults.md): an MD5 dedup key, an upsert key with its record location.
+DEDUP_KEY_BYTES = 96
+UPSERT_KEY_BYTES = 190
 
 
 @dataclass(frozen=True)
 class TableSpec:
     name: str
     schema: dict[str, Any]
-    table: dict[str, Any]
+    table: dict[str, Any]  # the realtime part: every table has one
+    offline: dict[str, Any] | None = None  # a hybrid table's offline part, filled by the minion
+
+    @property
+    def time_column(self) -> str:
+        return str(self.table["segmentsConfig"]["timeColumnName"])
+
+    @property
+    def keys(self) -> str:
+        """What the server keeps a key of on its heap for each row of the realtime part: dedup, upsert, none."""
+        return "dedup" if "dedupConfig" in self.table else "upsert" if "upsertConfig" in self.table else "none"
+
+
+def retention(span: str) -> tuple[str, int]:
+    """A span as Pinot's retention: the largest time unit that divides it, and how many of them."""
+    seconds = span_seconds(span)
+    unit, size = next((unit, size) for unit, size in RETENTION_UNITS if seconds % size == 0)
+    return unit, seconds // size
+
+
+def windowed(table: dict[str, Any], offline: dict[str, Any] | None, pinot: PinotSettings) -> None:
+    """Fill in what `settings.pinot` decides: the realtime retention (the window), the segment thresholds when
+    set, for an upsert table a filter on events older than the window, and for a hybrid table the minion's
+    task (bucket, buffer, schedule; the merge type is the file's)."""
+    unit, value = retention(pinot.realtime_window)
+    table["segmentsConfig"].update(retentionTimeUnit=unit, retentionTimeValue=str(value))
+    if "upsertConfig" in table:
+        # An event older than the window (a replay) could only replace a newer state the table no longer
+        # holds: an upsert table ignores it. (True filters the row out.)
+        window_ms = span_seconds(pinot.realtime_window) * 1000
+        filtered = f"lessThan(plus(occurred_at, {window_ms}), now())"
+        table.setdefault("ingestionConfig", {})["filterConfig"] = {"filterFunction": filtered}
+    stream = table["tableIndexConfig"]["streamConfigs"]
+    if pinot.segment_rows:
+        stream[FLUSH_ROWS] = str(pinot.segment_rows)
+    if pinot.segment_time:
+        stream[FLUSH_TIME] = pinot.segment_time
+    if offline is not None:
+        tasks = table.setdefault("task", {}).setdefault("taskTypeConfigsMap", {})
+        tasks.setdefault(TASK_TYPE, {}).update(
+            bucketTimePeriod=pinot.history_bucket,
+            bufferTimePeriod=pinot.history_buffer,
+            schedule=schedule_cron(pinot.minion_schedule),
+        )
 
 
 def desired_specs(settings: Settings, pinot_dir: Path = PINOT) -> list[TableSpec]:
@@ -36,13 +90,21 @@ def desired_specs(settings: Settings, pinot_dir: Path = PINOT) -> list[TableSpec
     for table_file in sorted((pinot_dir / "tables").glob("*.json")):
         table = json.loads(table_file.read_text())
         schema = json.loads((pinot_dir / "schemas" / table_file.name).read_text())
+        offline_file = pinot_dir / "offline" / table_file.name
+        offline = json.loads(offline_file.read_text()) if offline_file.exists() else None
         stream = table["tableIndexConfig"]["streamConfigs"]
         topic = stream["stream.kafka.topic.name"]
         avro = codec.stream_for_topic(topic).latest.raw
         stream["stream.kafka.decoder.prop.schema"] = json.dumps(avro, separators=(",", ":"))
         stream["stream.kafka.topic.name"] = settings.endpoints.topic_prefix + topic
         stream["stream.kafka.broker.list"] = settings.endpoints.pinot_kafka_broker_list
-        specs.append(TableSpec(table_file.stem, schema, table))
+        windowed(table, offline, settings.pinot)
+        name = settings.pinot.table_prefix + table_file.stem
+        schema["schemaName"] = name
+        for part in (table, offline):
+            if part is not None:
+                part["tableName"] = part["segmentsConfig"]["schemaName"] = name
+        specs.append(TableSpec(name, schema, table, offline))
     return specs
 
 
@@ -99,6 +161,23 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) ->
             changes.append(_change("schema", spec.name, existing_schema, schema_diff))
             if not dry_run:
                 controller.put_schema(copy.deepcopy(spec.schema), exists=existing_schema is not None)
+        if spec.offline is not None:  # first: the realtime part's task writes into it
+            existing_offline = controller.offline_table(spec.name)
+            stored_offline = {**spec.offline, "tableName": f"{spec.name}_OFFLINE"}
+            offline_diff = differences(stored_offline, existing_offline) if existing_offline else ["(new)"]
+            if offline_diff:
+                changes.append(_change("offline table", spec.name, existing_offline, offline_diff))
+                if not dry_run:
+                    controller.put_table(copy.deepcopy(spec.offline), exists=existing_offline is not None)
+        stored_time = (existing_table or {}).get("segmentsConfig", {}).get("timeColumnName", spec.time_column)
+        if stored_time != spec.time_column:
+            # The time column decides each segment's time range (retention, the minion's buckets, the broker's
+            # boundary): the segments already built keep the old one, so the table must be built again.
+            changes.append(
+                f"table {spec.name}: time column {stored_time} -> {spec.time_column} needs "
+                f"`nibble pinot rebuild {spec.name}`"
+            )
+            continue
         # Pinot answers with the physical table name, e.g. orders_REALTIME.
         stored_as = {**spec.table, "tableName": f"{spec.name}_REALTIME"}
         table_diff = differences(stored_as, existing_table) if existing_table else ["(new)"]
@@ -127,12 +206,64 @@ def _wait_queryable(settings: Settings, name: str, timeout_s: float = 60) -> Non
             time.sleep(0.2)
 
 
-def table_counts(settings: Settings) -> list[tuple[str, int, int | None]]:
-    """Each table's row count and its newest event time (epoch ms, None when empty)."""
+# --- status: what each table holds, where the window and the minion stand ---------------------------------
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    name: str
+    keys: str  # dedup, upsert or none (TableSpec.keys)
+    hybrid: bool
+    realtime_rows: int  # an upsert table counts each key's newest row only: its live keys
+    offline_rows: int | None  # None: not hybrid
+    boundary_ms: int | None  # the broker's time boundary; None: no offline segment yet
+    oldest_segment_end_ms: int | None  # the oldest realtime segment's newest event (retention deletes by it)
+    realtime_segments: int
+
+    @property
+    def heap_keys(self) -> int:
+        """Keys the server keeps on its heap for this table: one per realtime row of a dedup table, one per
+        live key of an upsert table."""
+        return 0 if self.keys == "none" else self.realtime_rows
+
+    @property
+    def heap_bytes(self) -> int:
+        return self.heap_keys * (DEDUP_KEY_BYTES if self.keys == "dedup" else UPSERT_KEY_BYTES)
+
+
+def segment_end_ms(metadata: dict[str, Any]) -> int | None:
+    """A segment's newest event time from its ZooKeeper metadata (None while it is still consuming)."""
+    end = int(metadata.get("segment.end.time", -1))
+    if end < 0:
+        return None
+    unit = metadata.get("segment.time.unit", "MILLISECONDS")
+    return end * {"DAYS": 86_400_000, "HOURS": 3_600_000, "MINUTES": 60_000, "SECONDS": 1_000}.get(unit, 1)
+
+
+def table_status(settings: Settings) -> list[TableStatus]:
+    controller = Controller(settings.endpoints.pinot_controller_url)
     cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
-    counts = []
+
+    def rows(name: str) -> int:
+        cursor.execute(f"SELECT COUNT(*) FROM {name}")  # a name from the checked-in configs, never user text
+        row = cursor.fetchone()  # no row at all from a part with no segment
+        return int(row[0]) if row else 0
+
+    statuses = []
     for spec in desired_specs(settings):
-        cursor.execute(f"SELECT COUNT(*), MAX(occurred_at) FROM {spec.name}")
-        count, newest = cursor.fetchone()
-        counts.append((spec.name, int(count), int(newest) if count else None))
-    return counts
+        segments = controller.segments(f"{spec.name}_REALTIME")
+        ends = [end for end in map(segment_end_ms, segments) if end is not None]
+        hybrid = spec.offline is not None
+        statuses.append(
+            TableStatus(
+                name=spec.name,
+                keys=spec.keys,
+                hybrid=hybrid,
+                realtime_rows=rows(f"{spec.name}_REALTIME"),
+                offline_rows=rows(f"{spec.name}_OFFLINE") if hybrid else None,
+                boundary_ms=time_boundary(settings.endpoints.pinot_broker_url, spec.name) if hybrid else None,
+                oldest_segment_end_ms=min(ends, default=None),
+                realtime_segments=len(segments),
+            )
+        )
+    return statuses

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     apply_parser = actions.add_parser("apply", help="create or update schemas and tables (idempotent)")
     apply_parser.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
-    actions.add_parser("status", help="each table's row count and newest event time")
+    actions.add_parser(
+        "status", help="per table: realtime and offline rows, time boundary, oldest realtime segment, heap keys"
+    )
     rebuild_parser = actions.add_parser(
         "rebuild",
         help="drop one table, create it again, refill it (from Kafka, else by a backfill) and compare with PostgreSQL",
@@ -33,10 +35,35 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.action == "rebuild":
         return _rebuild(args, settings)
-    for name, count, newest in tables.table_counts(settings):
-        when = datetime.fromtimestamp(newest / 1000, UTC).isoformat(timespec="seconds") if newest else "-"
-        print(f"{name:<18}{count:>12} rows  newest event at {when}")
+    _status(settings)
     return 0
+
+
+def _status(settings: Settings) -> None:
+    p = settings.pinot
+    print(
+        f"window {p.realtime_window} (NIBBLE_PINOT_REALTIME_WINDOW); the minion moves {p.history_bucket} buckets "
+        f"{p.history_buffer} after they end, every {p.minion_schedule}"
+    )
+    print(
+        f"{'table':<22}{'keys':<8}{'realtime rows':>14}{'offline rows':>14}  {'time boundary':<18}"
+        f"{'oldest segment ends':<21}{'segments':>8}"
+    )
+    statuses = tables.table_status(settings)
+    for t in statuses:
+        offline = "-" if t.offline_rows is None else f"{t.offline_rows:,}"
+        print(
+            f"{t.name:<22}{t.keys:<8}{t.realtime_rows:>14,}{offline:>14}  {_moment(t.boundary_ms):<18}"
+            f"{_moment(t.oldest_segment_end_ms):<21}{t.realtime_segments:>8}"
+        )
+    for kind in ("dedup", "upsert"):
+        held = [t for t in statuses if t.keys == kind]
+        keys, heap = sum(t.heap_keys for t in held), sum(t.heap_bytes for t in held)
+        print(f"{kind} keys on the server's heap: {keys:,} (about {heap / 2**20:,.1f} MiB)")
+
+
+def _moment(millis: int | None) -> str:
+    return "-" if millis is None else datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:

@@ -43,7 +43,7 @@ ADJACENT_QUOTES = "O''Hare"
 TOO_LONG = "a" * 100_000  # longer than any stored value: a legal literal that matches nothing
 CITY_QUERIES = sorted(name for name, query in library().items() if "city" in query.parameters)
 # The tables the city queries read, and how many rows one city has in each.
-ROWS_PER_CITY = {"orders": 1, "order_events": 1, "order_ledger": 1, "deliveries": 2}
+ROWS_PER_CITY = {"orders": 1, "order_events": 1, "order_ledger": 1, "deliveries": 2, "delivery_events": 2}
 LAT, LON = 52.52, 13.40
 
 
@@ -108,7 +108,8 @@ def _messages(codec: Codec, city: str, restaurant_id: str, driver_id: str, now: 
             "updated_at": (delivered_at or now).isoformat(),
         }
         payload = json.dumps(delivery)
-        rows.append(OutboxRow(1, str(uuid.uuid4()), "delivery", delivery_id, "DeliveryCreated", payload, 1, 1, now))
+        event_type = "DeliveryCompleted" if delivered_at else "DeliveryCreated"  # the delivered queries read it
+        rows.append(OutboxRow(1, str(uuid.uuid4()), "delivery", delivery_id, event_type, payload, 1, 1, now))
     return [codec.encode(row) for row in rows]
 
 

@@ -45,13 +45,19 @@ NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(
 
 
 class Recording:
-    """A DB-API cursor that keeps the SQL pinotdb would send and answers no rows (pure: no broker)."""
+    """A DB-API cursor that keeps the SQL pinotdb would send (a query of parts: each part, joined as in its
+    file) and answers no rows (pure: no broker)."""
 
     def __init__(self, name: str) -> None:
         self.description = [(column.name,) for column in library()[name].columns]
+        self.statements: list[str] = []
 
     def execute(self, operation: str, parameters: dict[str, Any]) -> None:
-        self.sent = apply_parameters(operation, parameters)
+        self.statements.append(apply_parameters(operation, parameters))
+
+    @property
+    def sent(self) -> str:
+        return "\nUNION ALL\n".join(self.statements)
 
     def fetchall(self) -> list:
         return []

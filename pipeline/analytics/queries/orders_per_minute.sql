@@ -1,9 +1,20 @@
 -- Orders per minute by status (time series): orders placed each minute, split by the status they are in now.
+-- Orders under way are read from `orders` (it holds the window), closed ones from their closing event in
+-- `order_events` (all history; docs/pinot.md).
 -- columns: minute time, status text, orders count
+-- order by: minute, status
 SELECT placed_minute AS minute, status, COUNT(*) AS orders
 FROM orders
 WHERE placed_at >= %(since)s AND placed_at < %(until)s
+  AND status NOT IN ('delivered', 'cancelled')
   AND city = %(city)s -- if city
 GROUP BY placed_minute, status
-ORDER BY placed_minute, status
+LIMIT 100000
+UNION ALL
+SELECT DATETRUNC('MINUTE', placed_at) AS minute, status, COUNT(*) AS orders
+FROM order_events
+WHERE placed_at >= %(since)s AND placed_at < %(until)s
+  AND event_type IN ('OrderStatusChanged', 'OrderCancelled') AND status IN ('delivered', 'cancelled')
+  AND city = %(city)s -- if city
+GROUP BY DATETRUNC('MINUTE', placed_at), status
 LIMIT 100000

@@ -1,0 +1,94 @@
+"""The query library's queries of two parts (UNION ALL) and its table prefix, with a cursor that records what
+it is asked: no service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.analytics.queries import Query, library, run_query
+from pipeline.config import load_settings
+
+UNION = """-- Orders by status.
+-- columns: minute time, status text, orders count
+-- order by: minute, status
+SELECT placed_minute AS minute, status, COUNT(*) AS orders FROM orders WHERE placed_at >= %(since)s
+  AND city = %(city)s -- if city
+GROUP BY placed_minute, status LIMIT 10
+UNION ALL
+SELECT placed_minute AS minute, status, COUNT(*) AS orders FROM order_events WHERE placed_at >= %(since)s
+GROUP BY placed_minute, status LIMIT 10
+"""
+
+
+class Cursor:
+    """Answers each statement with the next of `answers`; keeps the statements."""
+
+    def __init__(self, answers: list[list[list[Any]]], columns: list[str]) -> None:
+        self.answers, self.statements = answers, []
+        self.description = [(name,) for name in columns]
+        self.timeUsedMs = 3
+
+    def execute(self, sql: str, params: dict[str, Any]) -> None:
+        self.statements.append(sql)
+
+    def fetchall(self) -> list[list[Any]]:
+        return self.answers[len(self.statements) - 1]
+
+
+def test_a_query_of_two_parts_runs_each_and_merges_their_rows_in_the_declared_order(tmp_path: Path) -> None:
+    (tmp_path / "by_status.sql").write_text(UNION)
+    query = Query.load(tmp_path / "by_status.sql")
+    assert query.order_by == ("minute", "status") and query.description == "Orders by status."
+    parts = query.parts(query.render({"city": None, "since": 0}))
+    assert len(parts) == 2 and "FROM orders" in parts[0] and "FROM order_events" in parts[1]
+    assert all("city" not in part for part in parts)
+    minute = 1_796_000_000_000
+    rows = [
+        [minute + 60_000, "placed", 2],
+        [minute, "confirmed", 1],
+        [minute, "delivered", 4],
+        [minute, "cancelled", 1],
+    ]
+    merged = query.merge([[datetime.fromtimestamp(m / 1000, UTC), s, n] for m, s, n in rows], limit=None)
+    assert [(row[0].timestamp() * 1000, row[1]) for row in merged] == [
+        (minute, "cancelled"),
+        (minute, "confirmed"),
+        (minute, "delivered"),
+        (minute + 60_000, "placed"),
+    ]
+    assert len(query.merge(merged, limit=2)) == 2
+
+
+def test_a_query_of_parts_must_say_how_its_rows_are_ordered(tmp_path: Path) -> None:
+    (tmp_path / "bad.sql").write_text(UNION.replace("-- order by: minute, status\n", ""))
+    with pytest.raises(ValueError, match="order by"):
+        Query.load(tmp_path / "bad.sql")
+
+
+def test_the_library_runs_both_parts_of_orders_per_minute_and_sums_their_broker_time() -> None:
+    minute = 1_796_000_000_000
+    cursor = Cursor([[[minute, "placed", 1]], [[minute, "delivered", 2]]], ["minute", "status", "orders"])
+    result = run_query(cursor, "orders_per_minute", since="-1h")
+    assert [row[1:] for row in result.rows] == [["delivered", 2], ["placed", 1]]
+    assert result.broker_ms == 6
+    assert [("FROM orders" in s, "FROM order_events" in s) for s in cursor.statements] == [
+        (True, False),
+        (False, True),
+    ]
+
+
+def test_the_table_prefix_names_a_test_s_own_tables() -> None:
+    settings = load_settings()
+    settings = settings.model_copy(update={"pinot": settings.pinot.model_copy(update={"table_prefix": "t9_"})})
+    cursor = Cursor([[]], ["stage", "orders"])
+    run_query(cursor, "funnel", settings=settings)
+    assert "FROM t9_order_events" in cursor.statements[0]
+
+
+def test_every_query_of_parts_declares_its_order() -> None:
+    for query in library().values():
+        assert ("UNION ALL" in query.sql) == bool(query.order_by), query.name
