@@ -2,20 +2,24 @@
 as quiet as you can get (say in the figures if it was shared):
 
     .venv/bin/python -m bench.bench_relay [--orders 200000] [--processes 1,2,4] [--rates 5000,10000]
-                                          [--seconds 30] [--skip-debezium]
+                                          [--seconds 30] [--rounds 3] [--skip-debezium]
 
 1. Drain: a backlog of `orders` x 6 real outbox rows (5 order events and 1 order ledger entry each, written
    once by the triggers, then copied as a template database for each run), drained by `nibble relay
-   --processes N` for each N; events/s (rows) from the first deleted row to an empty outbox, the relay
-   processes' CPU per event over the drain, their largest peak RSS (VmHWM), and how busy the whole machine
-   was meanwhile.
+   --processes N` for each N into topics of its own that the broker stamps (LogAppendTime); events/s from
+   the first append to the last (broker time: the span Debezium's peer reports), the relay processes' CPU
+   per event and the share of the machine busy from its first deleted row to an empty outbox, their
+   largest peak RSS (VmHWM). `rounds` drains per N, the Ns in alternation, reported as medians (the
+   largest RSS). Its own check: every row appended exactly once.
 2. Latency: a writer commits orders at a steady rate while the relay runs (one commit every 100 ms); per
-   OrderPlaced, the broker's LogAppendTime minus the writer's commit time; p50/p99/max (each order's ledger
-   entry travels beside it, on the order ledger's topic: the relay carries twice the rate).
+   OrderPlaced, the broker's LogAppendTime minus the writer's commit time; p50/p99/max (bench/stats.py;
+   each order's ledger entry travels beside it, on the order ledger's topic: the relay carries twice the
+   rate). The rate achieved is printed beside the one asked; its own check: every order's event read back
+   (the ones missing when the reader gives up are counted).
 3. Debezium side by side: `../shared/peers/debezium/run.sh <events>` (Kafka Connect + the Outbox Event Router
    on the same outbox shape, stack and machine) and its first-to-last append rate.
 
-Everything ends in one table.
+Everything ends in one table; the exit status is 1 when a check of 1. or 2. failed.
 """
 
 from __future__ import annotations
@@ -25,16 +29,20 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
+from bench import stats
 from pipeline.config import load_settings
+from pipeline.contract.codec import Codec
 from pipeline.outbox.supervisor import default_processes
 from tests.support.database import scratch_database, url_for
 from tests.support.kafka_reader import read_topic
@@ -50,15 +58,68 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 @dataclass(frozen=True)
 class Drain:
     processes: int
-    events: int
-    seconds: float
+    events: int  # rows in the outbox
+    appended: int  # messages the broker appended (every row once when the drain is exact)
+    append_s: float  # first append -> last append, broker time
     cpu_us_per_event: float
     peak_rss_mb: int
-    machine_busy: float  # share of all cores busy (any process) during the drain
+    machine_busy: float  # share of all cores busy (any process) from the first deleted row to an empty outbox
 
     @property
     def rate(self) -> float:
-        return self.events / self.seconds
+        return self.appended / self.append_s
+
+    @property
+    def exact(self) -> bool:
+        return self.appended == self.events
+
+
+@dataclass(frozen=True)
+class Latency:
+    asked: int
+    achieved: float
+    lags_ms: list[float]
+    missed: int  # orders committed whose event the reader had not seen when it gave up
+    peak_rss_mb: int
+
+
+def create_append_time_topics(bootstrap: str, topics: list[str]) -> None:
+    """The topics, created before the relay would: the broker stamps each message with its append time."""
+    partitions = load_settings().endpoints.kafka_topic_partitions
+    config = {"message.timestamp.type": "LogAppendTime"}
+    new = [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config) for topic in topics]
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until its futures are done
+    for future in admin.create_topics(new).values():
+        future.result(30)
+
+
+def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics(topics).values():
+        future.result(30)
+
+
+def append_span(bootstrap: str, topics: list[str]) -> tuple[int, float]:
+    """(messages in the topics, seconds from the first append to the last), from each partition's first and
+    last message: LogAppendTime only grows along a partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
+    count, first_ms, last_ms = 0, float("inf"), 0.0
+    try:
+        for topic in topics:
+            for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                if high == low:
+                    continue
+                count += high - low
+                for offset in (low, high - 1):
+                    consumer.assign([TopicPartition(topic, partition, offset)])
+                    message = consumer.poll(10)
+                    assert message is not None and not message.error(), f"{topic}[{partition}]@{offset} unread"
+                    stamp = message.timestamp()[1]
+                    first_ms, last_ms = min(first_ms, stamp), max(last_ms, stamp)
+    finally:
+        consumer.close()
+    return count, max(0.001, (last_ms - first_ms) / 1000)
 
 
 def relay_pids(relay: RelayProcess) -> list[int]:
@@ -100,55 +161,54 @@ def drain(services: Services, template: str, processes: int, batch_size: int) ->
     with psycopg.connect(services.database_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
     db = url_for(services.database_url, name)
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    topics = Codec(prefix).topics
+    create_append_time_topics(services.kafka_bootstrap, topics)
     try:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("ANALYZE order_service.outbox")
             (total,) = conn.execute("SELECT count(*) FROM order_service.outbox").fetchone()
             first = oldest_position(conn)
-            relay = RelayProcess(
-                services, db, f"bench{uuid.uuid4().hex[:6]}.", processes=processes, relay_batch_size=str(batch_size)
-            )
+            relay = RelayProcess(services, db, prefix, processes=processes, relay_batch_size=str(batch_size))
             while oldest_position(conn) == first:
                 time.sleep(0.01)
-            started, pids = time.perf_counter(), relay_pids(relay)
+            pids = relay_pids(relay)
             cpu_before, (busy_before, all_before) = cpu_seconds(pids), machine_busy_ticks()
             while oldest_position(conn) is not None:
                 time.sleep(0.05)
-            elapsed = time.perf_counter() - started
             cpu, (busy, every) = cpu_seconds(pids) - cpu_before, machine_busy_ticks()
+        rss = peak_rss_mb(pids)
+        relay.terminate()
+        appended, append_s = append_span(services.kafka_bootstrap, topics)
         result = Drain(
             processes,
             total,
-            elapsed,
+            appended,
+            append_s,
             cpu / total * 1e6,
-            peak_rss_mb(pids),
+            rss,
             (busy - busy_before) / max(1, every - all_before),
         )
-        relay.terminate()
         print(
-            f"drain: {processes} process(es): {total:,} events in {elapsed:.1f} s = {result.rate:,.0f} events/s, "
-            f"{result.cpu_us_per_event:.1f} us CPU/event, peak RSS {result.peak_rss_mb} MB, "
-            f"machine {result.machine_busy:.0%} busy",
+            f"drain: {processes} process(es): {appended:,} of {total:,} events appended, first -> last append "
+            f"{append_s:.1f} s = {result.rate:,.0f} events/s, {result.cpu_us_per_event:.1f} us CPU/event, "
+            f"peak RSS {result.peak_rss_mb} MB, machine {result.machine_busy:.0%} busy"
+            + ("" if result.exact else " NOT EXACT: every row must be appended once"),
             flush=True,
         )
         return result
     finally:
         with psycopg.connect(services.database_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        delete_topics(services.kafka_bootstrap, topics)
 
 
-def latency(services: Services, rate: int, seconds: int, processes: int, batch_size: int) -> tuple[float, ...]:
-    """(achieved events/s, p50, p99, max in ms, peak RSS MB)."""
+def latency(services: Services, rate: int, seconds: int, processes: int, batch_size: int) -> Latency:
     with scratch_database(services.database_url, "bench_relay", migrated=True) as db:
         bootstrap = services.kafka_bootstrap
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         topic = f"{prefix}nibble.orders"
-        partitions = load_settings().endpoints.kafka_topic_partitions
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        config = {"message.timestamp.type": "LogAppendTime"}  # the broker stamps the append time
-        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)])[
-            topic
-        ].result(30)
+        create_append_time_topics(bootstrap, [topic])
         relay = RelayProcess(services, db, prefix, processes=processes, relay_batch_size=str(batch_size))
         try:
             time.sleep(4)  # let the relays connect and share the lanes
@@ -167,20 +227,26 @@ def latency(services: Services, rate: int, seconds: int, processes: int, batch_s
                         time.sleep(pause)
                 achieved = len(committed_ms) / (time.perf_counter() - start)
             received = read_topic(bootstrap, topic, "order", len(committed_ms), timeout_s=180)
-            lags = sorted(m.timestamp_ms - committed_ms[m.key] for m in received)
-            q = statistics.quantiles(lags, n=100)
-            rss = peak_rss_mb(relay_pids(relay))
+            appended = {m.key: m.timestamp_ms for m in received if m.key in committed_ms}
+            result = Latency(
+                rate,
+                achieved,
+                [stamp - committed_ms[key] for key, stamp in appended.items()],
+                len(committed_ms) - len(appended),
+                peak_rss_mb(relay_pids(relay)),
+            )
             print(
-                f"latency: {len(lags):,} events at {achieved:,.0f} events/s, {processes} process(es): commit -> "
-                f"Kafka append p50 {q[49]:.0f} ms, p99 {q[98]:.0f} ms, max {lags[-1]:.0f} ms",
+                f"latency: {achieved:,.0f} of {rate:,} events/s asked, {processes} process(es): commit -> Kafka "
+                f"append {stats.describe(result.lags_ms)}; missed {result.missed:,} of {len(committed_ms):,} "
+                "(not read back within 180 s)",
                 flush=True,
             )
             relay.terminate()
-            return achieved, q[49], q[98], lags[-1], rss
+            return result
         finally:
             if relay.running:
                 relay.kill()
-            admin.delete_topics([topic])
+            delete_topics(bootstrap, [topic])
 
 
 def debezium(events: int) -> tuple[float | None, str]:
@@ -201,6 +267,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rates", default="5000,10000", help="events/s of the latency runs")
     parser.add_argument("--seconds", type=int, default=30, help="length of each latency run")
+    parser.add_argument("--rounds", type=int, default=3, help="drains per process count, in alternation (medians)")
     parser.add_argument("--skip-debezium", action="store_true", help="do not run ../shared/peers/debezium/run.sh")
     args = parser.parse_args()
     services = Services.from_settings(load_settings())
@@ -213,12 +280,14 @@ def main() -> None:
         full_lifecycle(template, args.orders)
         with psycopg.connect(template, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE order_service.outbox")
-        for processes in (int(p) for p in args.processes.split(",")):
-            drains.append(drain(services, template.rsplit("/", 1)[1], processes, args.batch_size))
+        # Rounds alternate the process counts, so the shared machine's drifting load hits each alike.
+        for _ in range(args.rounds):
+            for processes in (int(p) for p in args.processes.split(",")):
+                drains.append(drain(services, template.rsplit("/", 1)[1], processes, args.batch_size))
 
     latency_processes = default_processes()
     latencies = [
-        (rate, latency(services, rate, args.seconds, latency_processes, args.batch_size))
+        latency(services, rate, args.seconds, latency_processes, args.batch_size)
         for rate in (int(r) for r in args.rates.split(","))
     ]
     dbz_rate, dbz_summary = (None, "skipped") if args.skip_debezium else debezium(events)
@@ -230,25 +299,39 @@ def main() -> None:
         f"the whole stack (load average {os.getloadavg()[0]:.1f} at the end)"
     )
     table = [("measure", "events/s", "p50 ms", "p99 ms", "CPU us/event", "peak RSS/process", "machine busy")]
-    for d in drains:
+    medians: dict[int, float] = {}
+    for processes in dict.fromkeys(d.processes for d in drains):
+        runs = [d for d in drains if d.processes == processes]
+        medians[processes] = statistics.median(d.rate for d in runs)
         table.append(
             (
-                f"drain, {d.processes} relay process(es)",
-                f"{d.rate:,.0f}",
+                f"drain, {processes} relay process(es), median of {len(runs)} (first -> last append)",
+                f"{medians[processes]:,.0f}",
                 "",
                 "",
-                f"{d.cpu_us_per_event:.1f}",
-                f"{d.peak_rss_mb} MB",
-                f"{d.machine_busy:.0%}",
+                f"{statistics.median(d.cpu_us_per_event for d in runs):.1f}",
+                f"{max(d.peak_rss_mb for d in runs)} MB",
+                f"{statistics.median(d.machine_busy for d in runs):.0%}",
             )
         )
     table.append(("drain, Debezium 3.7 (first -> last append)", f"{dbz_rate:,.0f}" if dbz_rate else "n/a", *[""] * 5))
     if dbz_rate:
-        best = max(d.rate for d in drains)
-        table.append(("best relay drain / Debezium", f"{best / dbz_rate:.2f}x", *[""] * 5))
-    for rate, (achieved, p50, p99, worst, rss) in latencies:
-        label = f"latency at {rate:,}/s, {latency_processes} process(es) (max {worst:.0f} ms)"
-        table.append((label, f"{achieved:,.0f}", f"{p50:.0f}", f"{p99:.0f}", "", f"{rss} MB", ""))
+        best = max(medians.values())
+        table.append(("best relay median / Debezium", f"{best / dbz_rate:.2f}x", *[""] * 5))
+    for run in latencies:
+        worst = max(run.lags_ms, default=0)
+        label = f"latency, {run.asked:,}/s asked, {latency_processes} process(es) (max {worst:.0f} ms)"
+        table.append(
+            (
+                label,
+                f"{run.achieved:,.0f}",
+                stats.cell(run.lags_ms, 50),
+                stats.cell(run.lags_ms, 99),
+                "",
+                f"{run.peak_rss_mb} MB",
+                "",
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for n, row in enumerate(table):
         print(
@@ -260,6 +343,13 @@ def main() -> None:
         )
         if n == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    failed = [
+        f"drain with {d.processes} process(es): {d.appended:,} of {d.events:,} appended" for d in drains if not d.exact
+    ]
+    failed += [f"latency at {run.asked:,}/s: {run.missed:,} events missed" for run in latencies if run.missed]
+    print("checks: " + ("; ".join(failed) if failed else "every drained row appended once, every latency sample read"))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
