@@ -25,7 +25,13 @@ from typing import Any
 KINDS = ("missing", "extra", "stale", "duplicated")
 NULL_MILLIS = -(2**63)  # Pinot's default null of a LONG column
 NULL_TEXT = "null"  # and of a STRING column
-TIME_UNITS = {"DAYS": timedelta(days=1), "HOURS": timedelta(hours=1), "MINUTES": timedelta(minutes=1)}
+TIME_UNITS = {
+    "DAYS": timedelta(days=1),
+    "HOURS": timedelta(hours=1),
+    "MINUTES": timedelta(minutes=1),
+    "SECONDS": timedelta(seconds=1),
+}
+FOR_EVER = timedelta(days=3650)  # a retention this long or none at all: every row is compared
 
 BucketKey = tuple[Any, ...]  # (bucket, *dimensions): the bucket is the first part
 Measures = tuple[Any, ...]
@@ -156,20 +162,38 @@ def duplicated_events(stream: str, rows: Iterable[tuple[str, int, str]]) -> list
     return [Drift(stream, "duplicated", a, ", ".join(details)) for a, details in sorted(by_aggregate.items())]
 
 
-def steady(before: Mapping[str, Any], after: Mapping[str, Any], pending: Iterable[str]) -> set[str]:
-    """Aggregates whose PostgreSQL state did not change between two reads and that have no event waiting in
-    an outbox or a dead-letter table: only these can be compared with a Pinot read taken in between."""
+def steady(
+    candidates: Iterable[str], before: Mapping[str, Any], after: Mapping[str, Any], pending: Iterable[str]
+) -> set[str]:
+    """The candidates whose PostgreSQL state did not change between two reads (absent from both counts as
+    unchanged: Pinot's extra rows) and that have no event waiting in an outbox or a dead-letter table: only
+    these can be compared with a Pinot read taken in between."""
     waiting = set(pending)
-    return {a for a in before.keys() | after.keys() if before.get(a) == after.get(a) and a not in waiting}
+    return {a for a in candidates if before.get(a) == after.get(a) and a not in waiting}
 
 
-def retention_cutoff(now: datetime, unit: str, value: str | int, margin: timedelta) -> datetime | None:
-    """The oldest time a table keeps rows for, plus a margin (its retention deletes whole segments, so rows
-    near the edge may or may not be there); None when it keeps rows for ten years or more."""
-    keep = TIME_UNITS[unit.upper()] * int(value)
-    if keep >= timedelta(days=3650):
+def kept_for(segments_config: Mapping[str, Any]) -> timedelta | None:
+    """How long a table part keeps rows, from its segmentsConfig; None when it sets no retention (for ever)."""
+    unit, value = segments_config.get("retentionTimeUnit"), segments_config.get("retentionTimeValue")
+    if unit is None or value is None:
         return None
-    return now - keep + margin
+    return TIME_UNITS[str(unit).upper()] * int(value)
+
+
+def longest(kept: Iterable[timedelta | None]) -> timedelta | None:
+    """A table's retention from its parts' (a hybrid table has a realtime and an offline part): the longest,
+    None (for ever) when a part keeps rows for ever or there is no part."""
+    spans = list(kept)
+    return None if not spans or None in spans else max(span for span in spans if span is not None)
+
+
+def retention_cutoff(now: datetime, keep: timedelta | None) -> datetime | None:
+    """The oldest time a table keeps rows for, plus a margin of a tenth of its retention, at least an hour (its
+    retention deletes whole segments, so rows near the edge may or may not be there); None when it keeps rows
+    for ever or ten years or more."""
+    if keep is None or keep >= FOR_EVER:
+        return None
+    return now - keep + max(keep / 10, timedelta(hours=1))
 
 
 def clamp(since: datetime, cutoff: datetime | None) -> datetime:

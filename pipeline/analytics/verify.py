@@ -6,7 +6,8 @@ differing minutes are read aggregate by aggregate and classified (drift.py). The
 module: `verify_<stream>_*.sql` for PostgreSQL, `pinot_verify_<stream>_*.sql` for Pinot.
 
 A consistent point. Under a running writer and relay, a change can be in the outbox, in Kafka or in a
-consuming segment when it is compared. So every candidate is checked again before it is reported: read it
+consuming segment when it is compared. So a verification first waits until Pinot has consumed what Kafka
+held when it started, and every candidate is checked again before it is reported: read it
 in PostgreSQL, note Kafka's end offsets, wait until Pinot has consumed up to them, read it in Pinot, read
 it in PostgreSQL again. An aggregate whose state changed between the two PostgreSQL reads, or with an
 event still in its outbox or dead-letter table, is in flight and is checked again (a few rounds), never
@@ -14,9 +15,10 @@ reported; for the others every event PostgreSQL had written was in Kafka before 
 (the relay deletes an outbox row only once Kafka acknowledged it), so Pinot must hold their state.
 
 Windows. Orders, deliveries and the ledger are compared for the aggregates placed/created in
-[since, until); the history tables for events that occurred in it; drivers and restaurants whole. A table
-whose retention is shorter than ten years is compared only over the part it keeps (from its config in
-pinot/tables/, with a margin): a row aged out of Pinot is not drift.
+[since, until); the history tables for events that occurred in it (bucketed by outbox position: a duplicate
+shares its original's position, not its time); drivers and restaurants whole. A table whose retention is
+shorter than ten years is compared only over the part it keeps (with a margin): a row aged out of Pinot is
+not drift.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 ROW_LIMIT = 1_000_000  # the LIMIT of every Pinot query here: an answer that long may be cut
 ID_CHUNK = 5000  # aggregate ids per look-up query
 SETTLE_ROUNDS = 4
+# History tables are checked in buckets of outbox positions, then the differing ones in smaller buckets.
+POSITIONS_COARSE, POSITIONS_FINE = 100_000, 1_000
+LAST_POSITION = 2**62
 PINOT_TIMEOUT_MS = 60_000  # a bucket query scans a whole table
 
 
@@ -211,20 +216,6 @@ def _chunks(ids: Sequence[str], size: int = ID_CHUNK) -> Iterable[list[str]]:
         yield list(ids[start : start + size])
 
 
-def retention_of(table: str) -> tuple[str, str] | None:
-    """The longest (unit, value) retention of the checked-in configs of `table` (a hybrid table has two)."""
-    kept: list[tuple[timedelta, tuple[str, str]]] = []
-    for path in sorted((PINOT / "tables").glob("*.json")):
-        config = json.loads(path.read_text())
-        if config.get("tableName") != table:
-            continue
-        segments = config.get("segmentsConfig", {})
-        if "retentionTimeUnit" in segments and "retentionTimeValue" in segments:
-            unit, value = segments["retentionTimeUnit"], segments["retentionTimeValue"]
-            kept.append((drift.TIME_UNITS[unit.upper()] * int(value), (unit, value)))
-    return max(kept)[1] if kept else None
-
-
 class Verifier:
     """One database and one Pinot cluster; `verify` may run many times (the watch mode does)."""
 
@@ -241,6 +232,8 @@ class Verifier:
     def verify(self, scope: Scope) -> Report:
         started = time.monotonic()
         now = datetime.now(UTC)
+        # What Kafka held when the verification started is compared: a message just produced is not missed.
+        self.wait_ingested(STREAMS[name] for name in scope.streams)
         with postgres.connect(self.endpoints.database_url, "nibble-verify") as conn:
             cursor = broker_connection(self.endpoints.pinot_broker_url, PINOT_TIMEOUT_MS).cursor()
             session = _Session(self, conn, cursor, scope)
@@ -276,9 +269,9 @@ class Verifier:
         oldest = min(_timestamps(self.endpoints.kafka_bootstrap_servers, behind).values(), default=None)
         return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
 
-    def wait_ingested(self, streams: Iterable[Stream]) -> bool:
-        """Note Kafka's end offsets of the streams' topics, then wait until Pinot has consumed up to them (at
-        most settle_timeout_s); False when it had not by then."""
+    def wait_ingested(self, streams: Iterable[Stream]) -> None:
+        """Note Kafka's end offsets of the streams' topics, then wait until Pinot has consumed up to them. Not
+        by then (settle_timeout_s), there is no consistent point to compare at: a failure, not drift."""
         marks = {
             s.table: {
                 p: end
@@ -288,13 +281,27 @@ class Verifier:
         }
         deadline, delay = time.monotonic() + self.settle_timeout_s, 0.1
         while True:
-            if all(caught_up(self.controller.consumed_offsets(table), ends) for table, ends in marks.items()):
+            behind = [t for t, ends in marks.items() if not caught_up(self.controller.consumed_offsets(t), ends)]
+            if not behind:
                 time.sleep(0.2)  # a consumed row is indexed a moment later
-                return True
+                return
             if time.monotonic() > deadline:
-                return False
+                raise VerifyFailed(
+                    f"Pinot had not consumed what Kafka holds within {self.settle_timeout_s:.0f} s "
+                    f"({', '.join(behind)}): raise --settle-timeout, or see docs/faults.md on ingestion lag"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def retention(self, table: str) -> timedelta | None:
+        """How long Pinot keeps the table's rows (None: for ever): its realtime part's retention as Pinot
+        stores it (`nibble pinot apply` fills it in from the settings), and for a hybrid table the longer
+        offline one (pinot/offline/, kept as checked in)."""
+        parts = [(self.controller.realtime_table(table) or {}).get("segmentsConfig", {})]
+        offline = PINOT / "offline" / f"{table}.json"
+        if offline.exists():
+            parts.append(json.loads(offline.read_text()).get("segmentsConfig", {}))
+        return drift.longest(drift.kept_for(part) for part in parts)
 
     # --- repair ----------------------------------------------------------------------------------------
 
@@ -390,11 +397,7 @@ class _Session:
     # --- one stream ------------------------------------------------------------------------------------
 
     def stream(self, stream: Stream, now: datetime) -> StreamResult:
-        retention = retention_of(stream.table)
-        cutoff = None
-        if retention is not None:
-            keep = drift.TIME_UNITS[retention[0].upper()] * int(retention[1])
-            cutoff = drift.retention_cutoff(now, *retention, margin=max(keep / 10, timedelta(hours=1)))
+        cutoff = drift.retention_cutoff(now, self.verifier.retention(stream.table))
         if stream.kind == "history":
             return self._history(stream, drift.clamp(self.scope.since, cutoff))
         if stream.timed:
@@ -506,7 +509,7 @@ class _Session:
                 pinot_side |= self._pinot_state(stream, 0, None, ids=chunk)
             after = self._pg_by_ids(stream, ids)
             waiting |= _pending(self.conn, stream.outbox, ids)
-            settled = drift.steady(before, after, waiting) & set(ids)
+            settled = drift.steady(ids, before, after, waiting)
             drifts += self._classify(
                 stream,
                 {a: v for a, v in after.items() if a in settled},
@@ -526,33 +529,33 @@ class _Session:
     # --- history tables: duplicates only (PostgreSQL keeps no event history to compare with) -------------
 
     def _history(self, stream: Stream, since: datetime) -> StreamResult:
-        until = self.scope.until
+        """Buckets of outbox positions whose rows outnumber their distinct positions, split into smaller
+        buckets, whose rows are read: the aggregates holding one position twice."""
         result = StreamResult(stream.name, since, 0, 0)
-        if since >= until:
+        if since >= self.scope.until:
             return result
+        window = {"since": _millis(since), "until": _millis(self.scope.until)}
+        held, differing = self._duplicate_buckets(stream, window, 0, LAST_POSITION, POSITIONS_COARSE)
         candidates: list[Drift] = []
-        hours = self._duplicate_buckets(stream, since, until, "HOUR")
-        result.buckets = len(hours[0])
-        for hour in hours[1]:
-            lo = max(datetime.fromtimestamp(hour / 1000, UTC), since)
-            hi = min(datetime.fromtimestamp((hour + HOUR_MS) / 1000, UTC), until)
-            for minute in self._duplicate_buckets(stream, lo, hi, "MINUTE")[1]:
+        for coarse in differing:
+            for fine in self._duplicate_buckets(stream, window, coarse, coarse + POSITIONS_COARSE, POSITIONS_FINE)[1]:
                 rows = self.pinot_rows(
-                    f"pinot_verify_{stream.name}_rows",
-                    since=max(minute, _millis(lo)),
-                    until=min(minute + MINUTE_MS, _millis(hi)),
+                    f"pinot_verify_{stream.name}_rows", **window, from_position=fine, to_position=fine + POSITIONS_FINE
                 )
                 candidates += drift.duplicated_events(stream.name, [(r[0], int(r[1]), r[2]) for r in rows])
-        result.differing = len(hours[1])
-        result.drifts = sorted(candidates)
+        result.buckets, result.differing, result.drifts = len(held), len(differing), sorted(candidates)
         return result
 
     def _duplicate_buckets(
-        self, stream: Stream, since: datetime, until: datetime, grain: str
+        self, stream: Stream, window: dict[str, int], from_position: int, to_position: int, positions: int
     ) -> tuple[set[Any], list[Any]]:
-        """The buckets of the history table, and those holding more rows than distinct outbox positions."""
+        """The position buckets of the history table, and those holding more rows than distinct positions."""
         rows = self.pinot_rows(
-            f"pinot_verify_{stream.name}_buckets", since=_millis(since), until=_millis(until), grain=grain
+            f"pinot_verify_{stream.name}_buckets",
+            **window,
+            from_position=from_position,
+            to_position=to_position,
+            positions=positions,
         )
         held = {(drift.normalize(r[0]),): (drift.normalize(r[1]),) for r in rows}
         distinct = {(drift.normalize(r[0]),): (drift.normalize(r[2]),) for r in rows}

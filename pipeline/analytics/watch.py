@@ -119,10 +119,10 @@ def watch(
         try:
             scope = scope_at(datetime.now(UTC))
             report = verifier.verify(scope)
-            record(report)
             for name in scope.streams:
                 LAG_SECONDS.labels(STREAMS[name].table).set(verifier.ingestion_lag_seconds(STREAMS[name]))
             record_lanes(settings)
+            record(report)  # last: it sets the time of the last success
             on_report(report)
         except SERVICE_ERRORS as exc:  # counted, logged, tried again next round
             FAILURES.inc()

@@ -63,17 +63,26 @@ def test_duplicated_events_are_two_rows_of_one_position() -> None:
 def test_only_steady_aggregates_without_pending_events_are_compared() -> None:
     before = {"a": (1,), "b": (1,), "c": (1,)}
     after = {"a": (1,), "b": (2,), "c": (1,), "d": (1,)}  # b changed, d appeared
-    assert drift.steady(before, after, pending=["c"]) == {"a"}
-    assert drift.steady({}, {}, pending=[]) == set()
-    # absent from both reads (an extra row in Pinot) is steady
-    assert drift.steady({"a": (1,)}, {"a": (1,)}, []) | drift.steady({}, {}, []) == {"a"}
+    assert drift.steady(["a", "b", "c", "d"], before, after, pending=["c"]) == {"a"}
+    assert drift.steady([], before, after, pending=[]) == set()
+    # a candidate absent from both reads (an extra row in Pinot) is steady, and so compared
+    assert drift.steady(["a", "x"], before, after, pending=[]) == {"a", "x"}
 
 
 def test_retention_window() -> None:
     now = datetime(2026, 12, 1, tzinfo=UTC)
-    assert drift.retention_cutoff(now, "DAYS", "3650", timedelta(hours=1)) is None
-    cutoff = drift.retention_cutoff(now, "days", 7, timedelta(hours=12))
-    assert cutoff == now - timedelta(days=7) + timedelta(hours=12)
+    assert drift.kept_for({"retentionTimeUnit": "days", "retentionTimeValue": "3"}) == timedelta(days=3)
+    assert drift.kept_for({"retentionTimeUnit": "SECONDS", "retentionTimeValue": 90}) == timedelta(seconds=90)
+    assert drift.kept_for({"timeColumnName": "placed_at"}) is None
+    # a hybrid table keeps rows as long as its longer part; a part without retention keeps them for ever
+    assert drift.longest([timedelta(days=3), timedelta(days=30)]) == timedelta(days=30)
+    assert drift.longest([timedelta(days=3), None]) is None
+    assert drift.longest([]) is None
+    assert drift.retention_cutoff(now, timedelta(days=3650)) is None
+    assert drift.retention_cutoff(now, None) is None
+    cutoff = drift.retention_cutoff(now, timedelta(days=7))
+    assert cutoff == now - timedelta(days=7) + timedelta(hours=16, minutes=48)  # a tenth of it as margin
+    assert drift.retention_cutoff(now, timedelta(hours=5)) == now - timedelta(hours=4)  # at least an hour
     assert drift.clamp(now - timedelta(days=30), cutoff) == cutoff
     assert drift.clamp(now - timedelta(days=1), cutoff) == now - timedelta(days=1)
     assert drift.clamp(now, None) == now
