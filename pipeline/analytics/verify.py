@@ -40,7 +40,7 @@ from connectors.pinot import Controller, broker_connection
 from connectors.postgres import sql_file
 from pipeline.analytics import drift
 from pipeline.analytics.drift import Drift, PinotState
-from pipeline.analytics.queries import Query
+from pipeline.analytics.queries import FROM_TABLE, Query
 from pipeline.analytics.rebuild import caught_up
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec
@@ -168,11 +168,21 @@ class StreamResult:
 
 
 @dataclass
+class PinotLoad:
+    """What a verification asked of Pinot, as its broker reports each query."""
+
+    queries: int = 0
+    docs_scanned: int = 0  # rows the servers read (numDocsScanned)
+    broker_ms: int = 0  # the queries' time in the broker (timeUsedMs), summed
+
+
+@dataclass
 class Report:
     scope: Scope
     results: list[StreamResult]
     seconds: float
     ingestion_lag: dict[str, int]  # Pinot table -> messages its consuming segments are behind Kafka
+    pinot_load: PinotLoad = field(default_factory=PinotLoad)
 
     @property
     def drifts(self) -> list[Drift]:
@@ -190,6 +200,11 @@ class Report:
             "cities": list(self.scope.cities),
             "seconds": round(self.seconds, 3),
             "ingestion_lag_messages": self.ingestion_lag,
+            "pinot_load": {
+                "queries": self.pinot_load.queries,
+                "docs_scanned": self.pinot_load.docs_scanned,
+                "broker_ms": self.pinot_load.broker_ms,
+            },
             "streams": [
                 {
                     "stream": r.stream,
@@ -242,7 +257,7 @@ class Verifier:
             except psycopg.errors.UndefinedTable as exc:
                 raise VerifyFailed(f"{exc.diag.message_primary}: has `nibble migrate` run on this database?") from None
         lag = {STREAMS[name].table: self.ingestion_lag(STREAMS[name]) for name in scope.streams}
-        return Report(scope, results, time.monotonic() - started, lag)
+        return Report(scope, results, time.monotonic() - started, lag, session.pinot_load)
 
     def topic(self, stream: Stream) -> str:
         return self.codec.streams[stream.aggregate_type].topic
@@ -250,7 +265,7 @@ class Verifier:
     def ingestion_lag(self, stream: Stream) -> int:
         """Messages of the stream's topic that Pinot's consuming segments have not read yet."""
         ends = kafka.watermarks(self.endpoints.kafka_bootstrap_servers, self.topic(stream))
-        consumed = self.controller.consumed_offsets(stream.table)
+        consumed = self.controller.consumed_offsets(self.table(stream))
         return sum(max(0, end - consumed.get(partition, 0)) for partition, (_, end) in ends.items() if end > 0)
 
     def ingestion_lag_seconds(self, stream: Stream) -> float:
@@ -258,7 +273,7 @@ class Verifier:
         timestamp of the message at each lagging partition's consumed offset."""
         topic = self.topic(stream)
         ends = kafka.watermarks(self.endpoints.kafka_bootstrap_servers, topic)
-        consumed = self.controller.consumed_offsets(stream.table)
+        consumed = self.controller.consumed_offsets(self.table(stream))
         behind = [
             TopicPartition(topic, partition, consumed.get(partition, first))
             for partition, (first, end) in ends.items()
@@ -273,7 +288,7 @@ class Verifier:
         """Note Kafka's end offsets of the streams' topics, then wait until Pinot has consumed up to them. Not
         by then (settle_timeout_s), there is no consistent point to compare at: a failure, not drift."""
         marks = {
-            s.table: {
+            self.table(s): {
                 p: end
                 for p, (_, end) in kafka.watermarks(self.endpoints.kafka_bootstrap_servers, self.topic(s)).items()
             }
@@ -293,12 +308,16 @@ class Verifier:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def retention(self, table: str) -> timedelta | None:
+    def table(self, stream: Stream) -> str:
+        """The Pinot table the stream is compared with (NIBBLE_PINOT_TABLE_PREFIX: a set of tables of its own)."""
+        return self.settings.pinot.table_prefix + stream.table
+
+    def retention(self, stream: Stream) -> timedelta | None:
         """How long Pinot keeps the table's rows (None: for ever): its realtime part's retention as Pinot
         stores it (`nibble pinot apply` fills it in from the settings), and for a hybrid table the longer
         offline one (pinot/offline/, kept as checked in)."""
-        parts = [(self.controller.realtime_table(table) or {}).get("segmentsConfig", {})]
-        offline = PINOT / "offline" / f"{table}.json"
+        parts = [(self.controller.realtime_table(self.table(stream)) or {}).get("segmentsConfig", {})]
+        offline = PINOT / "offline" / f"{stream.table}.json"
         if offline.exists():
             parts.append(json.loads(offline.read_text()).get("segmentsConfig", {}))
         return drift.longest(drift.kept_for(part) for part in parts)
@@ -381,6 +400,7 @@ class _Session:
         self.pinot = pinot
         self.scope = scope
         self.cities = list(scope.cities) or None
+        self.pinot_load = PinotLoad()
 
     def pg(self, name: str, **params: Any) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql_file("pipeline.analytics", name), {"cities": self.cities, **params}).fetchall()
@@ -388,8 +408,14 @@ class _Session:
     def pinot_rows(self, name: str, **params: Any) -> list[list[Any]]:
         params = {"cities": self.cities, **params}
         query = self.verifier.queries[name]
-        self.pinot.execute(query.render(params), {k: v for k, v in params.items() if v is not None})
+        prefix = self.verifier.settings.pinot.table_prefix
+        statement = FROM_TABLE.sub(lambda m: f"FROM {prefix}{m.group(1)}", query.render(params))
+        self.pinot.execute(statement, {k: v for k, v in params.items() if v is not None})
         rows = self.pinot.fetchall()
+        stats = self.pinot.query_stats
+        self.pinot_load.queries += 1
+        self.pinot_load.docs_scanned += int(stats.get("numDocsScanned", 0))
+        self.pinot_load.broker_ms += max(0, int(stats.get("timeUsedMs", 0)))
         if len(rows) >= ROW_LIMIT:
             raise VerifyFailed(f"{name}: Pinot's answer reached {ROW_LIMIT:,} rows; verify a shorter window")
         return rows
@@ -397,7 +423,7 @@ class _Session:
     # --- one stream ------------------------------------------------------------------------------------
 
     def stream(self, stream: Stream, now: datetime) -> StreamResult:
-        cutoff = drift.retention_cutoff(now, self.verifier.retention(stream.table))
+        cutoff = drift.retention_cutoff(now, self.verifier.retention(stream))
         if stream.kind == "history":
             return self._history(stream, drift.clamp(self.scope.since, cutoff))
         if stream.timed:

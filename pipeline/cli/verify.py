@@ -120,7 +120,11 @@ def show(report: Report, form: str) -> None:
         f"{'now' if scope.until == END_OF_TIME else scope.until.isoformat()}"
     )
     cities = f", cities {', '.join(scope.cities)}" if scope.cities else ""
-    print(f"verify: {window}{cities} ({report.seconds:.1f} s)")
+    load = report.pinot_load
+    print(
+        f"verify: {window}{cities} ({report.seconds:.1f} s; Pinot: {load.queries} queries, "
+        f"{load.docs_scanned:,} rows scanned, {load.broker_ms / 1000:.1f} s in the broker)"
+    )
     kinds = drift.KINDS
     print(f"{'stream':<17}{'from':<27}{'buckets':>8}{'differ':>8}" + "".join(f"{k:>11}" for k in kinds) + "  in flight")
     for result in report.results:
