@@ -161,6 +161,16 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) ->
             changes.append(_change("schema", spec.name, existing_schema, schema_diff))
             if not dry_run:
                 controller.put_schema(copy.deepcopy(spec.schema), exists=existing_schema is not None)
+        stored_time = (existing_table or {}).get("segmentsConfig", {}).get("timeColumnName", spec.time_column)
+        if stored_time != spec.time_column:
+            # The time column decides each segment's time range (retention, the minion's buckets, the broker's
+            # boundary): the segments already built keep the old one, so the table must be built again. Its
+            # offline part too waits for the rebuild: Pinot refuses two parts split on different columns.
+            changes.append(
+                f"table {spec.name}: time column {stored_time} -> {spec.time_column} needs "
+                f"`nibble pinot rebuild {spec.name}`"
+            )
+            continue
         if spec.offline is not None:  # first: the realtime part's task writes into it
             existing_offline = controller.offline_table(spec.name)
             stored_offline = {**spec.offline, "tableName": f"{spec.name}_OFFLINE"}
@@ -169,15 +179,6 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) ->
                 changes.append(_change("offline table", spec.name, existing_offline, offline_diff))
                 if not dry_run:
                     controller.put_table(copy.deepcopy(spec.offline), exists=existing_offline is not None)
-        stored_time = (existing_table or {}).get("segmentsConfig", {}).get("timeColumnName", spec.time_column)
-        if stored_time != spec.time_column:
-            # The time column decides each segment's time range (retention, the minion's buckets, the broker's
-            # boundary): the segments already built keep the old one, so the table must be built again.
-            changes.append(
-                f"table {spec.name}: time column {stored_time} -> {spec.time_column} needs "
-                f"`nibble pinot rebuild {spec.name}`"
-            )
-            continue
         # Pinot answers with the physical table name, e.g. orders_REALTIME.
         stored_as = {**spec.table, "tableName": f"{spec.name}_REALTIME"}
         table_diff = differences(stored_as, existing_table) if existing_table else ["(new)"]

@@ -1,7 +1,7 @@
 """`nibble pinot apply` against the real Pinot: idempotent, a dry run changes nothing, changes are shown.
 
-The checked-in tables are shared with the rest of the suite, so the change-tracking test works on a copy of
-one table under a name and topics of its own (a random prefix), dropped at the end.
+The checked-in tables are shared with the rest of the suite, so the change-tracking and migration tests work
+on a copy of one table under a name and topics of their own (a random prefix), dropped at the end.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from connectors.pinot import Controller
-from pipeline.analytics.tables import apply
+from pipeline.analytics.rebuild import rebuild
+from pipeline.analytics.tables import apply, desired_specs
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec
+from pipeline.contract.topics import ensure_stream_topics
 from pipeline.resources import PINOT
+from tests.support.polling import wait_until
 from tests.support.services import Services
 
 
@@ -110,3 +113,47 @@ def test_apply_creates_and_updates_only_what_differs(
     ] == ("500000")
     assert apply(settings, pinot_dir=table.dir) == updated
     assert apply(settings, pinot_dir=table.dir) == []
+
+
+def test_a_table_whose_time_column_changed_is_left_to_a_rebuild_which_migrates_it(
+    services: Services, tmp_path: Path
+) -> None:
+    """A stack created before the window holds order_ledger split on `placed_at`, realtime only: apply leaves it
+    (its segments keep the old time ranges, and Pinot refuses an offline part split on another column) and says
+    to rebuild it; the rebuild migrates it with its offline part, and apply then has nothing left to do."""
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    base = services.settings(topic_prefix=prefix)
+    settings = base.model_copy(update={"pinot": base.pinot.model_copy(update={"table_prefix": prefix})})
+    old, new = tmp_path / "old", tmp_path / "new"
+    for root in (old, new):
+        for part in ("schemas", "tables", "offline"):
+            (root / part).mkdir(parents=True)
+            if (PINOT / part / "order_ledger.json").exists() and not (root == old and part == "offline"):
+                (root / part / "order_ledger.json").write_text((PINOT / part / "order_ledger.json").read_text())
+    before = json.loads((old / "tables" / "order_ledger.json").read_text())
+    before["segmentsConfig"]["timeColumnName"] = "placed_at"
+    (old / "tables" / "order_ledger.json").write_text(json.dumps(before))
+    name = f"{prefix}order_ledger"
+    controller = Controller(services.pinot_controller_url)
+    admin = AdminClient({"bootstrap.servers": services.kafka_bootstrap})
+    topic = f"{prefix}nibble.order_ledger"
+    try:
+        # Pinot's controller reads the new topic's partitions at once; Kafka may not list it for a moment yet.
+        ensure_stream_topics(settings.endpoints, Codec(prefix))
+        wait_until(lambda: not admin.list_topics(topic, timeout=10).topics[topic].error, 30, what=f"Kafka: {topic}")
+        apply(settings, pinot_dir=old)
+        assert apply(settings, pinot_dir=new) == [
+            f"table {name}: time column placed_at -> occurred_at needs `nibble pinot rebuild {name}`"
+        ]
+        assert controller.realtime_table(name)["segmentsConfig"]["timeColumnName"] == "placed_at"
+        assert controller.offline_table(name) is None  # Pinot refuses parts split on different columns
+        [spec] = desired_specs(settings, new)
+        rebuild(settings, spec, timeout_s=300)
+        assert controller.realtime_table(name)["segmentsConfig"]["timeColumnName"] == "occurred_at"
+        assert apply(settings, pinot_dir=new) == []
+    finally:
+        for kind in ("REALTIME", "OFFLINE"):
+            if controller.table(name, kind) is not None:
+                controller.delete_table(name, kind)
+        controller._call("DELETE", f"/schemas/{name}")
+        admin.delete_topics(Codec(prefix).topics)
