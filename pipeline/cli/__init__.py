@@ -23,12 +23,13 @@ import requests
 from confluent_kafka import KafkaException
 
 from connectors.pinot import ControllerError
+from connectors.registry import RegistryError
 from pipeline.config import Settings, load_settings
 from pipeline.errors import NibbleError, ServiceFailed, redact
 
 
 def command_modules() -> list[ModuleType]:
-    names = ["migrate", "relay", "dlq", "backfill", "pinot", "query", "dashboards", "verify", "trace"]
+    names = ["migrate", "schemas", "relay", "dlq", "backfill", "pinot", "query", "dashboards", "verify", "trace"]
     # The relay's image ships without the development stack (see Dockerfile): its commands exist beside it only.
     if importlib.util.find_spec("pipeline.devstack") is not None:
         names = ["stack", *names, "generate", "demo"]
@@ -53,6 +54,8 @@ def explain(exc: Exception, settings: Settings) -> NibbleError | None:
         return ServiceFailed("Kafka", e.kafka_bootstrap_servers, "NIBBLE_KAFKA_BOOTSTRAP_SERVERS", str(exc))
     if isinstance(exc, pinotdb.exceptions.Error | httpx.HTTPError):
         return ServiceFailed("the Pinot broker", e.pinot_broker_url, "NIBBLE_PINOT_BROKER_URL", str(exc))
+    if isinstance(exc, RegistryError):
+        return ServiceFailed("the schema registry", e.schema_registry_url, "NIBBLE_SCHEMA_REGISTRY_URL", str(exc))
     if isinstance(exc, requests.RequestException | ControllerError):
         return ServiceFailed("the Pinot controller", e.pinot_controller_url, "NIBBLE_PINOT_CONTROLLER_URL", str(exc))
     return None

@@ -1,9 +1,9 @@
 """The demo (`nibble demo`): the pipeline end to end on the local stack, with a live summary read from Pinot.
 
-Stack up, migrations, Pinot tables, the relay daemon, a week of history (so the dashboards have shape the
-first time they open), the Superset dashboards, then live traffic; every few seconds the summary (orders
-per minute, GMV, delivery p90, freshness) is read back from Pinot. Stops the relay and the traffic it
-started; the stack and the dashboards keep running.
+Stack up, migrations and the schemas registered, Pinot tables, the relay daemon, a week of history (so the
+dashboards have shape the first time they open), the Superset dashboards, then live traffic; every few seconds
+the summary (orders per minute, GMV, delivery p90, freshness) is read back from Pinot. Stops the relay and the
+traffic it started; the stack and the dashboards keep running.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from datetime import UTC, datetime
 
 from connectors import postgres
 from connectors.pinot import broker_connection
+from connectors.registry import Registry
 from pipeline.analytics import dashboards, tables
 from pipeline.analytics.dashboards import superset_login
 from pipeline.config import Settings
+from pipeline.contract.codec import Codec
+from pipeline.contract.subjects import apply_subjects
 from pipeline.devstack.stack import LocalStack
 from pipeline.errors import NibbleError
 from pipeline.migrate import migrate
@@ -72,11 +75,14 @@ def _has_history(database_url: str) -> bool:
 
 
 def run_demo(settings: Settings, rate: float, duration_s: float, history: str) -> int:
-    _step("1/7 bringing up the local stack (PostgreSQL, Kafka, Pinot, Redis, Superset)")
+    _step("1/7 bringing up the local stack (PostgreSQL, Kafka, Pinot, the schema registry, Redis, Superset)")
     LocalStack(settings, report=lambda line: _step(f"     {line}")).up()
-    _step("2/7 applying migrations")
+    _step("2/7 applying migrations and registering the Avro schemas")
     applied = migrate(settings.endpoints.database_url)
     _step(f"     {len(applied)} migration(s) applied")
+    registry = Registry(settings.endpoints.schema_registry_url)
+    for change in apply_subjects(registry, Codec(settings.endpoints.topic_prefix)):
+        _step(f"     {change}")
     _step("3/7 applying Pinot tables")
     for change in tables.apply(settings):
         _step(f"     {change}")

@@ -320,7 +320,9 @@ class LocalStack:
             "quarkus.http.port": s.schema_registry_port,
             "quarkus.management.host": "127.0.0.1",
             "quarkus.management.port": s.schema_registry_management_port,
-            "apicurio.datasource.url": f"jdbc:h2:file:{root / 'data' / 'registry'}",
+            # H2 writes a commit to the file only after WRITE_DELAY (500 ms by default): a registry killed within
+            # it would forget schemas (and hand their ids out again). 0: each commit reaches the file at once.
+            "apicurio.datasource.url": f"jdbc:h2:file:{root / 'data' / 'registry'};WRITE_DELAY=0",
         }
         heap = HEAPS["schema-registry"]
         command = [java, f"-Xms{heap}", f"-Xmx{heap}", *(f"-D{key}={value}" for key, value in properties.items())]

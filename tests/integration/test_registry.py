@@ -1,0 +1,145 @@
+"""`nibble schemas apply` against the real schema registry: every stream's versions registered once, BACKWARD;
+a refused change named in one line with nothing changed; the registrations survive a kill -9 of the registry.
+Each test registers under subjects of its own (a random topic prefix), deleted afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fastavro
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from connectors.registry import Registry
+from pipeline.config import load_settings
+from pipeline.contract.codec import Codec
+from pipeline.contract.subjects import schema_text, subject_name
+from pipeline.devstack.stack import LocalStack
+from pipeline.resources import AVRO_SCHEMAS
+from tests.support.services import Services
+
+REGISTRY_URL = load_settings().endpoints.schema_registry_url
+
+
+@pytest.fixture
+def prefix(services: Services) -> Iterator[str]:
+    """A topic prefix of the test's own; its subjects are deleted afterwards."""
+    prefix = f"test.registry.{uuid.uuid4().hex[:8]}."
+    yield prefix
+    registry = Registry(REGISTRY_URL)
+    for topic in Codec(prefix).topics:
+        registry.delete_subject(subject_name(topic))
+
+
+def _apply(prefix: str, schemas: Path = AVRO_SCHEMAS) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NIBBLE_TOPIC_PREFIX": prefix, "NIBBLE_SCHEMA_REGISTRY_URL": REGISTRY_URL}
+    command = [sys.executable, "-m", "pipeline", "schemas", "apply", "--dir", str(schemas)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _held(prefix: str) -> dict[str, list[int]]:
+    """Each of the prefix's subjects and its version numbers."""
+    registry = Registry(REGISTRY_URL)
+    return {subject_name(topic): registry.versions(subject_name(topic)) for topic in Codec(prefix).topics}
+
+
+def _copy_with(tmp_path: Path, schema_dir: str, version: int, change: dict[str, object]) -> Path:
+    """avro_schemas/ copied, `schema_dir`'s v1 with `change` appended to its fields written as `version`."""
+    copy = tmp_path / "avro_schemas"
+    shutil.copytree(AVRO_SCHEMAS, copy)
+    raw = json.loads((copy / schema_dir / "v1.avsc").read_text())
+    raw["fields"].append(change)
+    (copy / schema_dir / f"v{version}.avsc").write_text(json.dumps(raw))
+    return copy
+
+
+def test_apply_registers_every_version_once_and_a_second_run_changes_nothing(prefix: str) -> None:
+    codec = Codec(prefix)
+    first = _apply(prefix)
+    assert first.returncode == 0, first.stderr
+    registered = [line for line in first.stdout.splitlines() if line.startswith("registered ")]
+    assert [line.split()[1] for line in registered] == [subject_name(topic) for topic in codec.topics]
+    assert _held(prefix) == {subject_name(topic): [1] for topic in codec.topics}
+
+    # A stock Confluent client finds each version, BACKWARD, under the id the apply printed.
+    client = SchemaRegistryClient({"url": REGISTRY_URL})
+    for line, stream in zip(registered, codec.streams.values(), strict=True):
+        latest = client.get_latest_version(subject_name(stream.topic))
+        assert line.endswith(f"(schema id {latest.schema_id})")
+        assert fastavro.parse_schema(json.loads(latest.schema.schema_str)) == stream.versions[1].parsed
+        assert client.get_compatibility(subject_name(stream.topic)) == "BACKWARD"
+
+    again = _apply(prefix)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "up to date: 5 subjects, 5 versions registered, BACKWARD"
+    assert _held(prefix) == {subject_name(topic): [1] for topic in codec.topics}
+
+
+def test_a_compatible_new_version_is_registered_after_the_first(prefix: str, tmp_path: Path) -> None:
+    assert _apply(prefix).returncode == 0
+    optional = {"name": "courier_note", "type": ["null", "string"], "default": None}
+    result = _apply(prefix, _copy_with(tmp_path, "orders", 2, optional))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(f"registered {prefix}nibble.orders-value v2 (schema id ")
+    assert _held(prefix)[f"{prefix}nibble.orders-value"] == [1, 2]
+
+
+def test_an_incompatible_change_is_refused_in_one_line_and_nothing_changes(prefix: str, tmp_path: Path) -> None:
+    assert _apply(prefix).returncode == 0
+    before = _held(prefix)
+    # Orders (checked first) gets a compatible v2, drivers (checked last) one the registry refuses: neither lands.
+    schemas = _copy_with(tmp_path, "orders", 2, {"name": "courier_note", "type": ["null", "string"], "default": None})
+    raw = json.loads((schemas / "drivers" / "v1.avsc").read_text())
+    raw["fields"].append({"name": "licence_plate", "type": "string"})
+    (schemas / "drivers" / "v2.avsc").write_text(json.dumps(raw))
+
+    result = _apply(prefix, schemas)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("nibble schemas: stream driver: ")
+    assert "'licence_plate' is new and has no default" in line
+    assert _held(prefix) == before
+
+
+def test_a_registered_version_edited_in_place_is_refused(prefix: str, tmp_path: Path) -> None:
+    assert _apply(prefix).returncode == 0
+    edited = _copy_with(tmp_path, "restaurants", 1, {"name": "rating", "type": ["null", "int"], "default": None})
+    result = _apply(prefix, edited)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"nibble schemas: stream restaurant: subject {prefix}nibble.restaurants-value holds ")
+    assert "append-only" in line
+
+
+def test_registrations_survive_a_kill_9_of_the_registry(prefix: str) -> None:
+    assert _apply(prefix).returncode == 0
+    registry = Registry(REGISTRY_URL)
+    codec = Codec(prefix)
+    schemas = {subject_name(stream.topic): schema_text(stream.latest) for stream in codec.streams.values()}
+    before = {subject: registry.lookup(subject, schema) for subject, schema in schemas.items()}
+    assert None not in before.values()
+
+    LocalStack(load_settings()).restart("schema-registry", hard=True)
+
+    assert {subject: registry.lookup(subject, schema) for subject, schema in schemas.items()} == before
+    again = _apply(prefix)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("up to date")
+
+
+def test_a_registry_that_does_not_answer_is_one_line_naming_its_setting(services: Services) -> None:
+    env = {**os.environ, "NIBBLE_SCHEMA_REGISTRY_URL": "http://127.0.0.1:9/apis/ccompat/v7"}
+    command = [sys.executable, "-m", "pipeline", "schemas", "apply"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("nibble schemas: the schema registry at http://127.0.0.1:9/apis/ccompat/v7: ")
+    assert "NIBBLE_SCHEMA_REGISTRY_URL" in line
