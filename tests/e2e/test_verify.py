@@ -130,6 +130,9 @@ def test_equal_exits_0_and_every_stream_is_compared(world: World) -> None:
         "restaurants",
     }
     assert all(count > 0 for count in buckets.values()), buckets  # something was compared everywhere
+    # its load on Pinot, as the broker reported it: a query per stream at least, the scope's rows scanned
+    load = report["pinot_load"]
+    assert load["queries"] >= len(buckets) and load["docs_scanned"] >= ORDERS, load
 
 
 def test_trace_follows_an_order_to_kafka_and_pinot(world: World) -> None:
