@@ -1,0 +1,325 @@
+"""History in offline tables, memory bounded by a window (docs/pinot.md): several simulated days written in
+minutes through the whole pipeline, the minion moving each closed day to the offline parts, the window then
+shortened so the realtime parts and their dedup and upsert keys shrink, and Pinot still equal to PostgreSQL.
+
+The tables are a set of this module's own (NIBBLE_PINOT_TABLE_PREFIX), on topics of its own, so its window,
+buckets and minion schedule are not the stack's: days of 24 hours, a buffer of 10 minutes, the minion every
+10 seconds, segments of a few hundred rows that also commit after a minute. The outbox clock of the scratch
+database follows the simulated time (tests/support/history.py), so each event occurred on its simulated day.
+While the days are written the window spans all of them (a window shorter than the data written at once
+could drop a day before the minion moved it); once the minion has moved every closed day, the window is
+shortened to 26 hours (a day, the buffer, the minion's schedule and the broker's hour at the boundary) and
+Pinot's retention manager is run: the realtime parts lose the old days, the offline parts keep them.
+
+The relay is killed with -9 while it drains two days of backlog, and restarted: re-sent events must count
+once. The minion is killed with -9 in its first task on these tables and started again: the task's bucket
+must still move, nothing lost or doubled (0.11 names a bucket's offline segments by their time range, so a
+task run again uploads the same segments over any it had uploaded). After the window has been shortened,
+the Pinot server is killed with -9 and restarted: it must answer what PostgreSQL holds again. An event
+re-sent after its day moved offline and left the realtime part is read by the realtime part again (its key
+left the dedup map with the day) but lies below the broker's time boundary: it must not be counted twice
+either; nor a recent event re-sent within the window.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pinotdb.exceptions
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors import kafka
+from connectors.pinot import Controller, broker_connection, time_boundary
+from pipeline.analytics.rebuild import rebuild
+from pipeline.analytics.tables import TASK_TYPE, apply, desired_specs, table_status
+from pipeline.config import Settings, load_settings, span_seconds
+from pipeline.contract.codec import Codec
+from pipeline.devstack.generator import Generator
+from pipeline.devstack.stack import LocalStack
+from tests.support.database import scratch_database
+from tests.support.exactness import (
+    QUERY_CHECKS,
+    STATE_TABLES,
+    Ingested,
+    await_pinot,
+    backlog,
+    compare,
+    record_committed_events,
+)
+from tests.support.history import MinionKiller, shift_outbox_clock, write_span
+from tests.support.polling import wait_until
+from tests.support.relay import RelayProcess
+from tests.support.services import Services
+
+pytestmark = pytest.mark.slow
+
+DAYS = 4  # full simulated days before today
+PEAK_PER_MINUTE = 2.0  # orders per minute at a dinner peak: ~1,300 orders, ~15,000 events a day
+WRITING = {"history_bucket": "1d", "history_buffer": "10m", "minion_schedule": "10s", "realtime_window": "6d"}
+WINDOW = "26h"  # the shortest window the bucket, buffer and schedule allow (pipeline/config.py), rounded up
+SEGMENTS = {"segment_rows": 2000, "segment_time": "1m"}
+
+
+class PrefixedCursor:
+    """A pinotdb cursor that reads this module's tables where a query names the stack's (`FROM orders`)."""
+
+    def __init__(self, cursor: Any, prefix: str, names: set[str]) -> None:
+        self._cursor, self._prefix, self._names = cursor, prefix, names
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        named = re.sub(r"\bFROM (\w+)", lambda m: f"FROM {self._table(m.group(1))}", query)
+        return self._cursor.execute(named, params)
+
+    def _table(self, name: str) -> str:
+        return self._prefix + name if name in self._names else name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._cursor, attribute)
+
+
+@dataclass
+class History:
+    services: Services
+    settings: Settings
+    scope: Ingested
+    generator: Generator
+    topic_prefix: str
+    written_until: datetime  # the simulated clock's last minute (real time then)
+    minion_killer: MinionKiller  # kills the minion in the first task on this module's tables
+
+    @property
+    def controller(self) -> Controller:
+        return Controller(self.settings.endpoints.pinot_controller_url)
+
+    @property
+    def hybrid(self) -> list[str]:
+        return [spec.name for spec in desired_specs(self.settings) if spec.offline is not None]
+
+    def with_window(self, window: str) -> Settings:
+        return self.settings.model_copy(
+            update={"pinot": self.settings.pinot.model_copy(update={"realtime_window": window})}
+        )
+
+
+def _settings(services: Services, table_prefix: str, topic_prefix: str) -> Settings:
+    settings = services.settings(topic_prefix)
+    pinot = settings.pinot.model_copy(update={"table_prefix": table_prefix, **WRITING, **SEGMENTS})
+    return settings.model_copy(update={"pinot": pinot})
+
+
+def _drop(settings: Settings, topic_prefix: str) -> None:
+    controller = Controller(settings.endpoints.pinot_controller_url)
+    for spec in desired_specs(settings):
+        for kind in ("REALTIME", "OFFLINE"):
+            if controller.table(spec.name, kind) is not None:
+                controller.delete_table(spec.name, kind)
+        controller._call("DELETE", f"/schemas/{spec.name}")
+    admin = AdminClient({"bootstrap.servers": settings.endpoints.kafka_bootstrap_servers})
+    admin.delete_topics(Codec(topic_prefix).topics)
+
+
+@pytest.fixture(scope="module")
+def history(services: Services) -> Iterator[History]:
+    tag = uuid.uuid4().hex[:8]
+    table_prefix, topic_prefix = f"h{tag}_", f"h{tag}."
+    settings = _settings(services, table_prefix, topic_prefix)
+    names = {spec.name.removeprefix(table_prefix) for spec in desired_specs(settings)}
+    with scratch_database(services.database_url, "history", migrated=True) as db:
+        shift_outbox_clock(db)
+        record_committed_events(db)
+        try:
+            apply(settings)
+            generator = Generator(db, seed=18, city_suffix=f"-{tag}")
+            start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
+            killer = MinionKiller(LocalStack(load_settings()), table_prefix)
+            killer.start()
+            relay = RelayProcess(services, db, topic_prefix)
+            relay.pause()  # two days of backlog, drained while the relay is killed
+            write_span(generator, start, start + timedelta(days=2), PEAK_PER_MINUTE)
+            relay.resume()
+            wait_until(lambda: backlog(db) < 20_000, 120, what="the relay to be draining the backlog")
+            relay.kill()
+            relay = RelayProcess(services, db, topic_prefix)
+            until = datetime.now(UTC) - timedelta(minutes=1)
+            write_span(generator, start + timedelta(days=2), until, PEAK_PER_MINUTE)
+            wait_until(lambda: backlog(db) == 0, 300, what="the relay to publish every event")
+            relay.terminate()
+            cities = sorted({r.city for r in generator.world.restaurants})
+            cursor = PrefixedCursor(broker_connection(services.pinot_broker_url).cursor(), table_prefix, names)
+            scope = Ingested(db, cities, start, datetime.now(UTC), cursor)
+            yield History(services, settings, scope, generator, topic_prefix, until, killer)
+        finally:
+            killer.stop()
+            _drop(settings, topic_prefix)
+
+
+def _moved_through(history: History) -> datetime:
+    """The last day boundary the minion can have reached: every day that ended a buffer before the writing did."""
+    buffer = timedelta(seconds=span_seconds(history.settings.pinot.history_buffer))
+    return (history.written_until - buffer).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def test_the_minion_moves_every_closed_day_offline_though_killed_mid_task_and_pinot_equals_postgresql(
+    history: History,
+) -> None:
+    wait_until(lambda: history.minion_killer.killed_in is not None, 600, what="the minion to start a task of ours")
+    comparison = await_pinot(history.scope)
+    assert comparison.equal, comparison.report()
+    through = _moved_through(history).timestamp() * 1000
+
+    def moved() -> bool:
+        marks = [history.controller.task_watermark_ms(TASK_TYPE, f"{n}_REALTIME") for n in history.hybrid]
+        return all(mark is not None and mark >= through for mark in marks)
+
+    wait_until(moved, 600, what="the minion to move every closed day to the offline tables")
+    statuses = {s.name: s for s in table_status(history.settings)}
+    for name in history.hybrid:
+        assert statuses[name].offline_rows, f"{name} has no offline rows"
+        boundary = time_boundary(history.settings.endpoints.pinot_broker_url, name)
+        assert boundary is not None and boundary < through
+    comparison = compare(history.scope)  # the broker merges both parts at the boundary: still equal
+    assert comparison.equal, comparison.report()
+
+
+@pytest.mark.parametrize("name", sorted(QUERY_CHECKS))
+def test_every_library_query_over_the_days_equals_postgresql(history: History, name: str) -> None:
+    QUERY_CHECKS[name](history.scope)
+
+
+def test_a_shorter_window_drops_realtime_keys_and_history_stays_equal(history: History) -> None:
+    before = {s.name: s for s in table_status(history.settings)}
+    apply(history.with_window(WINDOW))
+    for spec in desired_specs(history.settings):
+        history.controller.run_periodic_task("RetentionManager", spec.name, "REALTIME")
+
+    def dropped() -> bool:
+        now = {s.name: s for s in table_status(history.settings)}
+        return all(now[n].realtime_rows < before[n].realtime_rows for n in history.hybrid)
+
+    wait_until(dropped, 300, what="the retention manager to drop the realtime segments older than the window")
+    after = {s.name: s for s in table_status(history.settings)}
+    for name in history.hybrid:
+        assert after[name].offline_rows == before[name].offline_rows
+        assert after[name].heap_keys < before[name].heap_keys
+    _assert_history_equal_and_state_windowed(history)
+
+
+def test_a_pinot_server_killed_and_restarted_answers_equal_postgresql(history: History) -> None:
+    stack = LocalStack(load_settings())
+    stack.restart("pinot-server", hard=True)  # kill -9, start, wait for its health probe
+
+    def equal() -> bool:
+        try:
+            _assert_history_equal_and_state_windowed(history)
+        except (AssertionError, pinotdb.exceptions.Error):
+            return False
+        return True
+
+    wait_until(equal, 600, what="the restarted Pinot server to answer what PostgreSQL holds")
+
+
+def _assert_history_equal_and_state_windowed(history: History) -> None:
+    """The history (event tables, ledger) equals PostgreSQL across both parts; the state tables hold what
+    changed within the window: PostgreSQL's other rows are missing there, and nothing is stale."""
+    state = {spec.table for spec in STATE_TABLES}
+    differences = compare(history.scope).differences
+    wrong = [d for d in differences if d.table not in state or d.kind != "missing"]
+    assert not wrong, "\n".join(map(str, wrong[:20]))
+    assert {d.table for d in differences} <= state
+
+
+def _roll_consuming_segments(history: History, name: str) -> None:
+    """Live orders, until each partition of `name` consumes into a segment created now: 0.11 applies a
+    changed table config (here the window's filter) to the segments it creates from then on."""
+    applied_ms = time.time() * 1000
+    relay = RelayProcess(history.services, history.scope.db, history.topic_prefix)
+    try:
+        with psycopg.connect(history.scope.db) as conn:
+            history.generator.place(conn, 40, datetime.now(UTC))
+
+        def rolled() -> bool:
+            consuming = [
+                int(m["segment.creation.time"])
+                for m in history.controller.segments(f"{name}_REALTIME")
+                if m.get("segment.realtime.status") == "IN_PROGRESS"
+            ]
+            return len(consuming) == history.settings.endpoints.kafka_topic_partitions and min(consuming) > applied_ms
+
+        wait_until(rolled, 300, what=f"every partition of {name} to consume into a new segment")
+        wait_until(lambda: backlog(history.scope.db) == 0, 120, what="the relay to publish the live orders")
+    finally:
+        relay.terminate()
+
+
+def _resend(history: History, topic: str, before_ms: int | None, after_ms: int | None) -> str:
+    """Publish again, byte for byte, the first message of the topic whose event occurred before `before_ms`
+    (or after `after_ms`); returns its event id."""
+    bootstrap = history.settings.endpoints.kafka_bootstrap_servers
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}"})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            message = consumer.poll(1)
+            if message is None or message.error():
+                continue
+            headers = {k: v.decode() for k, v in message.headers() or []}
+            occurred = int(headers["occurred_at"])
+            if (before_ms is not None and occurred < before_ms) or (after_ms is not None and occurred > after_ms):
+                producer = Producer({"bootstrap.servers": bootstrap})
+                producer.produce(topic, message.value(), message.key(), headers=message.headers())
+                assert producer.flush(30) == 0
+                return headers["event_id"]
+    finally:
+        consumer.close()
+    raise AssertionError(f"no message of {topic} in the asked time range")
+
+
+def test_a_resent_event_counts_once_on_either_side_of_the_boundary(history: History) -> None:
+    _roll_consuming_segments(history, f"{history.settings.pinot.table_prefix}orders")
+    name = f"{history.settings.pinot.table_prefix}order_events"
+    boundary = time_boundary(history.settings.endpoints.pinot_broker_url, name)
+    assert boundary is not None
+    topic = f"{history.topic_prefix}nibble.orders"
+    first_day_ends = int(history.scope.since.timestamp() * 1000) + 86_400_000
+    old = _resend(history, topic, before_ms=first_day_ends, after_ms=None)  # moved, and out of the window
+    recent = _resend(history, topic, before_ms=None, after_ms=boundary + 3_600_000)  # in the window
+    wait_until(lambda: _caught_up(history, name, topic), 120, what=f"{name} to read the re-sent events")
+
+    def counted(event_id: str) -> int:
+        [[n]] = history.scope.pinot_rows(f"SELECT COUNT(*) FROM order_events WHERE event_id = '{event_id}'")
+        return int(n)
+
+    assert (counted(old), counted(recent)) == (1, 1)
+    # Nor does the old copy bring its order back into `orders` with a state long replaced.
+    _assert_history_equal_and_state_windowed(history)
+
+
+def _caught_up(history: History, name: str, topic: str) -> bool:
+    marks = kafka.watermarks(history.settings.endpoints.kafka_bootstrap_servers, topic)
+    consumed = history.controller.consumed_offsets(name)
+    return all(consumed.get(partition, 0) >= end for partition, (_, end) in marks.items() if end > 0)
+
+
+def test_a_rebuilt_hybrid_table_keeps_its_history_and_the_minion_where_it_was(history: History) -> None:
+    spec = next(s for s in desired_specs(history.with_window(WINDOW)) if s.name.endswith("_order_events"))
+    realtime = f"{spec.name}_REALTIME"
+    watermark = history.controller.task_watermark_ms(TASK_TYPE, realtime)
+    offline_rows = {s.name: s.offline_rows for s in table_status(history.settings)}[spec.name]
+    steps: list[str] = []
+    rebuild(history.with_window(WINDOW), spec, timeout_s=300, on_step=steps.append)
+    assert any("its offline part is kept" in step for step in steps)
+    assert history.controller.task_watermark_ms(TASK_TYPE, realtime) == watermark
+    assert {s.name: s.offline_rows for s in table_status(history.settings)}[spec.name] == offline_rows
+    # The new realtime part read the whole topic again: the days already moved lie below the boundary.
+    _assert_history_equal_and_state_windowed(history)
