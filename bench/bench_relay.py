@@ -88,13 +88,13 @@ def create_append_time_topics(bootstrap: str, topics: list[str]) -> None:
     partitions = load_settings().endpoints.kafka_topic_partitions
     config = {"message.timestamp.type": "LogAppendTime"}
     new = [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config) for topic in topics]
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until its futures are done
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # kept until its futures are done
     for future in admin.create_topics(new).values():
         future.result(30)
 
 
 def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
     for future in admin.delete_topics(topics).values():
         future.result(30)
 
