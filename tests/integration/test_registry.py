@@ -29,7 +29,7 @@ REGISTRY_URL = load_settings().endpoints.schema_registry_url
 
 
 @pytest.fixture
-def prefix(services: Services) -> Iterator[str]:
+def scratch_prefix(services: Services) -> Iterator[str]:
     """A topic prefix of the test's own; its subjects are deleted afterwards."""
     prefix = f"test.registry.{uuid.uuid4().hex[:8]}."
     yield prefix
@@ -60,13 +60,13 @@ def _copy_with(tmp_path: Path, schema_dir: str, version: int, change: dict[str, 
     return copy
 
 
-def test_apply_registers_every_version_once_and_a_second_run_changes_nothing(prefix: str) -> None:
-    codec = Codec(prefix)
-    first = _apply(prefix)
+def test_apply_registers_every_version_once_and_a_second_run_changes_nothing(scratch_prefix: str) -> None:
+    codec = Codec(scratch_prefix)
+    first = _apply(scratch_prefix)
     assert first.returncode == 0, first.stderr
     registered = [line for line in first.stdout.splitlines() if line.startswith("registered ")]
     assert [line.split()[1] for line in registered] == [subject_name(topic) for topic in codec.topics]
-    assert _held(prefix) == {subject_name(topic): [1] for topic in codec.topics}
+    assert _held(scratch_prefix) == {subject_name(topic): [1] for topic in codec.topics}
 
     # A stock Confluent client finds each version, BACKWARD, under the id the apply printed.
     client = SchemaRegistryClient({"url": REGISTRY_URL})
@@ -76,53 +76,55 @@ def test_apply_registers_every_version_once_and_a_second_run_changes_nothing(pre
         assert fastavro.parse_schema(json.loads(latest.schema.schema_str)) == stream.versions[1].parsed
         assert client.get_compatibility(subject_name(stream.topic)) == "BACKWARD"
 
-    again = _apply(prefix)
+    again = _apply(scratch_prefix)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "up to date: 5 subjects, 5 versions registered, BACKWARD"
-    assert _held(prefix) == {subject_name(topic): [1] for topic in codec.topics}
+    assert _held(scratch_prefix) == {subject_name(topic): [1] for topic in codec.topics}
 
 
-def test_a_compatible_new_version_is_registered_after_the_first(prefix: str, tmp_path: Path) -> None:
-    assert _apply(prefix).returncode == 0
+def test_a_compatible_new_version_is_registered_after_the_first(scratch_prefix: str, tmp_path: Path) -> None:
+    assert _apply(scratch_prefix).returncode == 0
     optional = {"name": "courier_note", "type": ["null", "string"], "default": None}
-    result = _apply(prefix, _copy_with(tmp_path, "orders", 2, optional))
+    result = _apply(scratch_prefix, _copy_with(tmp_path, "orders", 2, optional))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].startswith(f"registered {prefix}nibble.orders-value v2 (schema id ")
-    assert _held(prefix)[f"{prefix}nibble.orders-value"] == [1, 2]
+    assert result.stdout.splitlines()[0].startswith(f"registered {scratch_prefix}nibble.orders-value v2 (schema id ")
+    assert _held(scratch_prefix)[f"{scratch_prefix}nibble.orders-value"] == [1, 2]
 
 
-def test_an_incompatible_change_is_refused_in_one_line_and_nothing_changes(prefix: str, tmp_path: Path) -> None:
-    assert _apply(prefix).returncode == 0
-    before = _held(prefix)
+def test_an_incompatible_change_is_refused_in_one_line_and_nothing_changes(scratch_prefix: str, tmp_path: Path) -> None:
+    assert _apply(scratch_prefix).returncode == 0
+    before = _held(scratch_prefix)
     # Orders (checked first) gets a compatible v2, drivers (checked last) one the registry refuses: neither lands.
     schemas = _copy_with(tmp_path, "orders", 2, {"name": "courier_note", "type": ["null", "string"], "default": None})
     raw = json.loads((schemas / "drivers" / "v1.avsc").read_text())
     raw["fields"].append({"name": "licence_plate", "type": "string"})
     (schemas / "drivers" / "v2.avsc").write_text(json.dumps(raw))
 
-    result = _apply(prefix, schemas)
+    result = _apply(scratch_prefix, schemas)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("nibble schemas: stream driver: ")
     assert "'licence_plate' is new and has no default" in line
-    assert _held(prefix) == before
+    assert _held(scratch_prefix) == before
 
 
-def test_a_registered_version_edited_in_place_is_refused(prefix: str, tmp_path: Path) -> None:
-    assert _apply(prefix).returncode == 0
+def test_a_registered_version_edited_in_place_is_refused(scratch_prefix: str, tmp_path: Path) -> None:
+    assert _apply(scratch_prefix).returncode == 0
     edited = _copy_with(tmp_path, "restaurants", 1, {"name": "rating", "type": ["null", "int"], "default": None})
-    result = _apply(prefix, edited)
+    result = _apply(scratch_prefix, edited)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"nibble schemas: stream restaurant: subject {prefix}nibble.restaurants-value holds ")
+    assert line.startswith(
+        f"nibble schemas: stream restaurant: subject {scratch_prefix}nibble.restaurants-value holds "
+    )
     assert "append-only" in line
 
 
-def test_registrations_survive_a_kill_9_of_the_registry(prefix: str) -> None:
-    assert _apply(prefix).returncode == 0
+def test_registrations_survive_a_kill_9_of_the_registry(scratch_prefix: str) -> None:
+    assert _apply(scratch_prefix).returncode == 0
     registry = Registry(REGISTRY_URL)
-    codec = Codec(prefix)
+    codec = Codec(scratch_prefix)
     schemas = {subject_name(stream.topic): schema_text(stream.latest) for stream in codec.streams.values()}
     before = {subject: registry.lookup(subject, schema) for subject, schema in schemas.items()}
     assert None not in before.values()
@@ -130,7 +132,7 @@ def test_registrations_survive_a_kill_9_of_the_registry(prefix: str) -> None:
     LocalStack(load_settings()).restart("schema-registry", hard=True)
 
     assert {subject: registry.lookup(subject, schema) for subject, schema in schemas.items()} == before
-    again = _apply(prefix)
+    again = _apply(scratch_prefix)
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("up to date")
 
