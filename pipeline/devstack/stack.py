@@ -473,6 +473,10 @@ class LocalStack:
         yet): replaces migration 0001's fixed word on older clusters. Sent as a literal, never logged."""
         password = relay_password(self.settings)
         with postgres.connect(self._admin_url(), "nibble-stack") as conn:
+            # A failing statement is logged with its text (e.g. "tuple concurrently updated" when two stack
+            # starts race): this session's statements never reach the server log.
+            conn.execute("SET log_min_error_statement = panic")
+            conn.execute("SET log_statement = 'none'")
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'nibble_relay'").fetchone()
             verb = "ALTER" if exists else "CREATE"
             role = sql.SQL("{} ROLE nibble_relay LOGIN PASSWORD {}").format(sql.SQL(verb), sql.Literal(password))
