@@ -39,7 +39,7 @@ def nibble(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (["dlq", "replay", "--all"], "NIBBLE_DATABASE_URL"),
         (["generate", "--duration", "1"], "NIBBLE_DATABASE_URL"),
         (["pinot", "apply", "--dry-run"], "NIBBLE_PINOT_CONTROLLER_URL"),
-        (["pinot", "status"], "NIBBLE_PINOT_BROKER_URL"),
+        (["pinot", "status"], "NIBBLE_PINOT_CONTROLLER_URL"),  # asked first: segments and the minion
         (["query", "funnel"], "NIBBLE_PINOT_BROKER_URL"),
     ],
 )
