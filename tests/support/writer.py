@@ -65,8 +65,3 @@ class Writer(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.latencies_ms
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
