@@ -575,7 +575,7 @@ def assert_pinot_equals_postgres(scope: Ingested, timeout_s: float = 300) -> Com
     return comparison
 
 
-# --- totals, for bench/soak.py until it calls compare() ----------------------------------------------------
+# --- the order ledger's sums: what a test waits for before it compares the library's answers ---
 
 
 def ledger_ingested(ingested: Ingested) -> bool:
@@ -594,46 +594,6 @@ def ledger_ingested(ingested: Ingested) -> bool:
         f"WHERE city IN ({ingested.city_list}) GROUP BY city ORDER BY city LIMIT 1000"
     )
     return [(city, *(int(value) for value in sums)) for city, *sums in pinot] == [tuple(row) for row in truth]
-
-
-def assert_orders_equal(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT city, status, count(*), sum(total * 100)::bigint FROM order_service.orders "
-        "WHERE city = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
-        ingested.cities,
-    )
-    pinot = ingested.pinot_rows(
-        f"SELECT city, status, COUNT(*), SUM(total_cents) FROM orders WHERE city IN ({ingested.city_list}) "
-        "GROUP BY city, status ORDER BY city, status LIMIT 1000"
-    )
-    assert [(c, s, n, int(g)) for c, s, n, g in pinot] == [tuple(row) for row in truth]
-    assert {status for _, status, _, _ in truth} >= {"delivered", "cancelled"}
-
-
-def assert_deliveries_equal(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT city, status, count(*) FROM driver_service.deliveries WHERE city = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
-        ingested.cities,
-    )
-    pinot = ingested.pinot_rows(
-        f"SELECT city, status, COUNT(*) FROM deliveries WHERE city IN ({ingested.city_list}) "
-        "GROUP BY city, status ORDER BY city, status LIMIT 1000"
-    )
-    assert [tuple(row) for row in pinot] == [tuple(row) for row in truth]
-
-
-def assert_order_history_counted_once(ingested: Ingested) -> None:
-    truth = ingested.pg(
-        "SELECT to_status, count(*) FROM order_service.order_status_history h "
-        "JOIN order_service.orders o ON o.id = h.order_id WHERE o.city = ANY(%s) AND h.from_status IS NOT NULL "
-        "GROUP BY 1 ORDER BY 1",
-        ingested.cities,
-    )
-    pinot = ingested.pinot_rows(
-        f"SELECT status, COUNT(*) FROM order_events WHERE city IN ({ingested.city_list}) "
-        "AND event_type IN ('OrderStatusChanged', 'OrderCancelled') GROUP BY status ORDER BY status LIMIT 100"
-    )
-    assert [tuple(row) for row in pinot] == [tuple(row) for row in truth]
 
 
 # --- the query library against PostgreSQL ---------------------------------------------------------------
