@@ -1,6 +1,6 @@
 -- Deliveries whose drop-off point lies within a radius (metres) of a point, nearest first.
--- Deliveries under way are read from `deliveries` (it holds the window), closed ones from their closing event in
--- `delivery_events` (all history; docs/pinot.md).
+-- Deliveries under way are read from `deliveries` (it holds the window), closed ones from `delivery_events` (all
+-- history; docs/pinot.md): each once, whichever of its events (closing, later, snapshot) carry the status.
 -- columns: delivery_id text, city text, status text, dropoff_lat coordinate, dropoff_lon coordinate, metres number
 -- order by: metres
 SELECT delivery_id, city, status, dropoff_lat, dropoff_lon,
@@ -13,11 +13,11 @@ WHERE created_at >= %(since)s AND created_at < %(until)s
 ORDER BY ST_DISTANCE(dropoff_point, ST_POINT(%(lon)s, %(lat)s, 1))
 LIMIT %(limit)s
 UNION ALL
-SELECT delivery_id, city, status, dropoff_lat, dropoff_lon,
+SELECT DISTINCT delivery_id, city, status, dropoff_lat, dropoff_lon,
        ST_DISTANCE(ST_POINT(dropoff_lon, dropoff_lat, 1), ST_POINT(%(lon)s, %(lat)s, 1)) AS metres
 FROM delivery_events
 WHERE created_at >= %(since)s AND created_at < %(until)s
-  AND event_type IN ('DeliveryCompleted', 'DeliveryCancelled')
+  AND status IN ('delivered', 'cancelled')
   AND ST_DISTANCE(ST_POINT(dropoff_lon, dropoff_lat, 1), ST_POINT(%(lon)s, %(lat)s, 1)) < %(radius_m)s
   AND city = %(city)s -- if city
 ORDER BY ST_DISTANCE(ST_POINT(dropoff_lon, dropoff_lat, 1), ST_POINT(%(lon)s, %(lat)s, 1))

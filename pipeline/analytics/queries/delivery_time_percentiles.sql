@@ -1,5 +1,6 @@
 -- Delivery time p50/p90/p99 by city and hour: minutes from delivery creation (order confirmed) to hand-over.
--- From each delivery's completion event in `delivery_events` (all history; docs/pinot.md).
+-- From each delivery's completion event in `delivery_events` (all history since the pipeline was installed;
+-- docs/pinot.md).
 -- columns: city text, hour time, deliveries count, p50_minutes number, p90_minutes number, p99_minutes number
 SELECT city, DATETRUNC('HOUR', delivered_at) AS hour, COUNT(*) AS deliveries,
        PERCENTILE(delivered_at - created_at, 50) / 60000 AS p50_minutes,

@@ -1,6 +1,7 @@
 -- Driver utilisation: per driver, deliveries completed in the window and the share of the window spent on them
 -- (from assignment to hand-over).
--- From each delivery's completion event in `delivery_events` (all history; docs/pinot.md).
+-- From each delivery's completion event in `delivery_events` (all history since the pipeline was installed;
+-- docs/pinot.md).
 -- columns: driver_id text, city text, deliveries count, busy_minutes number, utilisation ratio
 SELECT driver_id, city, COUNT(*) AS deliveries,
        SUM(delivered_at - assigned_at) / 60000 AS busy_minutes,

@@ -1,5 +1,6 @@
 -- Late deliveries by city: how many were delivered after the time promised to the customer.
--- From each delivery's completion event in `delivery_events` (all history; docs/pinot.md).
+-- From each delivery's completion event in `delivery_events` (all history since the pipeline was installed;
+-- docs/pinot.md).
 -- columns: city text, delivered count, late count, late_share ratio
 SELECT city, COUNT(*) AS delivered,
        SUM(CASE WHEN delivered_at > promised_at THEN 1 ELSE 0 END) AS late,
