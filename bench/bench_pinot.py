@@ -48,6 +48,7 @@ import requests
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from bench.stats import cell, describe, percentile
 from connectors import kafka
 from connectors.pinot import Controller, broker_connection
 from pipeline.analytics.queries import library, run_query
@@ -70,12 +71,6 @@ PREFIX = "bench_"  # the copies of the order tables
 COPIED = ("orders", "order_events", "order_ledger")
 TOPIC_PREFIX = "bench."
 AIM_P50_MS, AIM_P99_MS = 30, 100
-
-
-def percentile(samples: list[float], p: float) -> float:
-    """Nearest rank: always a value that was measured, so p99 never exceeds the maximum."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def freshness(services: Services, rate: int, seconds: int, warmup_s: int, writers: int, relays: int) -> None:
@@ -165,10 +160,7 @@ def _freshness(services: Services, db: str, rate: int, seconds: int, warmup_s: i
     print(f"freshness: the writers committed {held:,.0f} events/s after the warm-up ({verdict})")
     if len(lags) < len(commits):
         print(f"freshness: {len(commits) - len(lags)} commits were not queryable 120 s after the writers stopped")
-    print(
-        f"freshness: {len(steady)} commits: commit -> queryable in Pinot p50 {percentile(steady, 50) * 1000:.0f} ms, "
-        f"p99 {percentile(steady, 99) * 1000:.0f} ms, max {max(steady) * 1000:.0f} ms"
-    )
+    print(f"freshness: commit -> queryable in Pinot, {describe([lag * 1000 for lag in steady])}")
 
 
 def bench_tables(settings: Settings) -> list[dict[str, Any]]:
@@ -348,12 +340,13 @@ def query_latency(settings: Settings, volume: int, runs: int) -> None:
                 if run >= 3:
                     wall.append((time.perf_counter() - began_s) * 1000)
                     broker.append(result.broker_ms)
-            p50, p99 = percentile(wall, 50), percentile(wall, 99)
             print(
-                f"{name:<26} {label:<6} {p50:9.1f} {p99:9.1f} {percentile(broker, 50):11.0f} "
-                f"{percentile(broker, 99):11.0f} {len(result.rows):7}",
+                f"{name:<26} {label:<6} {cell(wall, 50, 1):>9} {cell(wall, 99, 1):>9} {cell(broker, 50):>11} "
+                f"{cell(broker, 99):>11} {len(result.rows):7}",
                 flush=True,
             )
+            # Too few runs for a p99: the maximum stands in for it (never below it).
+            p50, p99 = percentile(wall, 50) or max(wall), percentile(wall, 99) or max(wall)
             if p99 > AIM_P99_MS or p50 > AIM_P50_MS:
                 over.append((name, label, since, until))
     broker = urlsplit(settings.endpoints.pinot_broker_url)
