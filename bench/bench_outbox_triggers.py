@@ -4,8 +4,9 @@ One transaction = insert an order, insert its two items (one statement), insert 
 confirm the order: what the order service does per checkout. The outbox costs the triggers on orders in
 OUTBOX_TRIGGERS (since 0019 every order event and order ledger entry is written by `orders_outbox` on an
 update, `orders_outbox_insert` on an insert; 0012's `orders_announced` places an order exactly once); the
-domain triggers (updated_at, totals, payment status, status history) stay on in both modes. Rounds alternate between the modes in one
-scratch database, created and dropped by this script, so both see the same cluster, cache and table sizes.
+domain triggers (updated_at, totals, payment status, status history) stay on in both modes. Rounds
+alternate between the modes in one scratch database, created and dropped by this script, so both see the
+same cluster, cache and table sizes.
 
     .venv/bin/python -m bench.bench_outbox_triggers [--database-url URL] [--rounds 15] [--seconds 2]
         [--synchronous-commit off]
