@@ -13,7 +13,9 @@ same cluster, cache and table sizes.
 
 Many short alternating rounds and medians, because a shared machine's load drifts within a minute.
 `--synchronous-commit off` takes the commit flush out of each transaction, which shows the triggers'
-CPU cost on its own (a higher percentage than with durable commits).
+CPU cost on its own (a higher percentage than with durable commits). With PostgreSQL on this machine, the
+benchmark session's backend CPU per checkout is printed too (from /proc/<pid>/schedstat): on a busy
+machine throughput follows the load, the CPU a checkout costs much less so.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 
@@ -57,14 +60,23 @@ def checkout(conn: psycopg.Connection) -> None:
         conn.execute(CONFIRM, (order_id,), prepare=True)
 
 
-def run_round(conn: psycopg.Connection, seconds: float) -> float:
-    """Transactions per second over `seconds` of back-to-back checkouts."""
+def run_round(conn: psycopg.Connection, seconds: float, schedstat: Path | None = None) -> tuple[float, float | None]:
+    """Transactions per second over `seconds` of back-to-back checkouts, and the backend's CPU microseconds
+    per checkout when its schedstat file is given."""
+    cpu_before = backend_cpu_ns(schedstat)
     done = 0
     start = time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
         checkout(conn)
         done += 1
-    return done / elapsed
+    cpu_after = backend_cpu_ns(schedstat)
+    cpu_us = (cpu_after - cpu_before) / 1000 / done if cpu_before is not None and cpu_after is not None else None
+    return done / elapsed, cpu_us
+
+
+def backend_cpu_ns(schedstat: Path | None) -> int | None:
+    """Nanoseconds the backend has run on a CPU (the first field of /proc/<pid>/schedstat)."""
+    return int(schedstat.read_text().split()[0]) if schedstat is not None else None
 
 
 def set_outbox_trigger(conn: psycopg.Connection, enabled: bool) -> None:
@@ -95,16 +107,30 @@ def main() -> None:
         ).fetchone()
         assert settings is not None
         print(f"PostgreSQL {settings[0]}, synchronous_commit={settings[1]}, fsync={settings[2]}")
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None
+        schedstat: Path | None = Path(f"/proc/{backend[0]}/schedstat")
+        if not schedstat.exists():  # PostgreSQL on another machine (or in another PID namespace)
+            schedstat = None
         run_round(conn, args.warmup)
         results: dict[bool, list[float]] = {True: [], False: []}
+        cpu: dict[bool, list[float]] = {True: [], False: []}
         for round_number in range(args.rounds):
             # Alternate which mode goes first so drift (autovacuum, checkpoints) hits both alike.
             order = (True, False) if round_number % 2 == 0 else (False, True)
             for enabled in order:
                 set_outbox_trigger(conn, enabled)
-                results[enabled].append(run_round(conn, args.seconds))
+                rate, cpu_us = run_round(conn, args.seconds, schedstat)
+                results[enabled].append(rate)
+                if cpu_us is not None:
+                    cpu[enabled].append(cpu_us)
             print(
                 f"round {round_number + 1}: with {results[True][-1]:8.1f} tx/s   without {results[False][-1]:8.1f} tx/s"
+                + (
+                    f"   backend CPU/checkout with {cpu[True][-1]:6.0f} us  without {cpu[False][-1]:6.0f} us"
+                    if schedstat
+                    else ""
+                )
             )
 
     with_outbox = statistics.median(results[True])
@@ -113,6 +139,12 @@ def main() -> None:
     print(f"median with outbox triggers:    {with_outbox:8.1f} tx/s")
     print(f"median without outbox triggers: {without_outbox:8.1f} tx/s")
     print(f"ratio with/without: {ratio:.3f}  (outbox cost {100 * (1 - ratio):.1f}%, aim <= 10%)")
+    if cpu[True]:
+        cpu_with, cpu_without = statistics.median(cpu[True]), statistics.median(cpu[False])
+        print(
+            f"median backend CPU per checkout: with {cpu_with:.0f} us, without {cpu_without:.0f} us "
+            f"(the triggers: {cpu_with - cpu_without:.0f} us, {100 * (1 - cpu_without / cpu_with):.1f}% of it)"
+        )
 
 
 if __name__ == "__main__":
