@@ -254,7 +254,8 @@ def _drop(settings: Settings, topic_prefix: str) -> None:
             if controller.table(spec.name, kind) is not None:
                 controller.delete_table(spec.name, kind)
     admin = AdminClient({"bootstrap.servers": settings.endpoints.kafka_bootstrap_servers})
-    admin.delete_topics(Codec(topic_prefix).topics)
+    for deleted in admin.delete_topics(Codec(topic_prefix).topics).values():
+        deleted.result(30)  # sent and done before this process may exit
 
 
 def main() -> None:

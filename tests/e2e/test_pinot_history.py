@@ -124,7 +124,8 @@ def _drop(settings: Settings, topic_prefix: str) -> None:
                 controller.delete_table(spec.name, kind)
         controller._call("DELETE", f"/schemas/{spec.name}")
     admin = AdminClient({"bootstrap.servers": settings.endpoints.kafka_bootstrap_servers})
-    admin.delete_topics(Codec(topic_prefix).topics)
+    for deleted in admin.delete_topics(Codec(topic_prefix).topics).values():
+        deleted.result(30)  # sent and done before this process may exit
 
 
 @pytest.fixture(scope="module")

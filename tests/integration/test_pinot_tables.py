@@ -156,4 +156,5 @@ def test_a_table_whose_time_column_changed_is_left_to_a_rebuild_which_migrates_i
             if controller.table(name, kind) is not None:
                 controller.delete_table(name, kind)
         controller._call("DELETE", f"/schemas/{name}")
-        admin.delete_topics(Codec(prefix).topics)
+        for deleted in admin.delete_topics(Codec(prefix).topics).values():
+            deleted.result(30)  # sent and done before this process may exit
