@@ -82,7 +82,10 @@ def scratch(services: Services, tmp_path: Path) -> Iterator[tuple[ScratchTable, 
         if controller.realtime_table(table.name) is not None:
             controller._call("DELETE", f"/tables/{table.name}", params={"type": "realtime"})
         controller._call("DELETE", f"/schemas/{table.name}")
-        AdminClient({"bootstrap.servers": services.kafka_bootstrap}).delete_topics(Codec(prefix).topics)
+        for deleted in (
+            AdminClient({"bootstrap.servers": services.kafka_bootstrap}).delete_topics(Codec(prefix).topics).values()
+        ):
+            deleted.result(30)
 
 
 def test_apply_creates_and_updates_only_what_differs(
