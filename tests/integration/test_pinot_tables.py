@@ -82,9 +82,8 @@ def scratch(services: Services, tmp_path: Path) -> Iterator[tuple[ScratchTable, 
         if controller.realtime_table(table.name) is not None:
             controller._call("DELETE", f"/tables/{table.name}", params={"type": "realtime"})
         controller._call("DELETE", f"/schemas/{table.name}")
-        for deleted in (
-            AdminClient({"bootstrap.servers": services.kafka_bootstrap}).delete_topics(Codec(prefix).topics).values()
-        ):
+        admin = AdminClient({"bootstrap.servers": services.kafka_bootstrap})  # alive until its futures are done
+        for deleted in admin.delete_topics(Codec(prefix).topics).values():
             deleted.result(30)
 
 
