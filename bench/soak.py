@@ -31,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from confluent_kafka.admin import AdminClient
 
 from connectors import kafka
 from connectors.pinot import Controller, broker_connection
@@ -43,7 +42,7 @@ from pipeline.devstack.generator import Generator
 from pipeline.devstack.stack import LocalStack
 from tests.support.database import scratch_database
 from tests.support.exactness import QUERY_CHECKS, STATE_TABLES, Ingested, backlog, compare, record_committed_events
-from tests.support.history import finish, shift_outbox_clock, write_span
+from tests.support.history import drop_tables_and_topics, finish, shift_outbox_clock, write_span
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
@@ -147,7 +146,7 @@ def soak(days: int, peak_per_minute: float, window: str, restart: bool) -> int:
                 exact = _exact(scope) and exact
         finally:
             relay.terminate()
-            _drop(settings, topic_prefix)
+            drop_tables_and_topics(settings, topic_prefix)
     return 0 if exact else 1
 
 
@@ -245,17 +244,6 @@ def _count(cursor, name: str) -> int | None:
         return int(row[0]) if row else 0
     except Exception:  # the broker answers errors while the server comes back: not an answer yet
         return None
-
-
-def _drop(settings: Settings, topic_prefix: str) -> None:
-    controller = Controller(settings.endpoints.pinot_controller_url)
-    for spec in desired_specs(settings):
-        for kind in ("REALTIME", "OFFLINE"):
-            if controller.table(spec.name, kind) is not None:
-                controller.delete_table(spec.name, kind)
-    admin = AdminClient({"bootstrap.servers": settings.endpoints.kafka_bootstrap_servers})
-    for deleted in admin.delete_topics(Codec(topic_prefix).topics).values():
-        deleted.result(30)  # sent and done before this process may exit
 
 
 def main() -> None:

@@ -57,6 +57,9 @@ class Controller:
     def delete_table(self, name: str, kind: str = "REALTIME") -> None:
         self._call("DELETE", f"/tables/{name}", params={"type": kind.lower()})
 
+    def delete_schema(self, name: str) -> None:
+        self._call("DELETE", f"/schemas/{name}")
+
     def hosted(self, name: str, kind: str = "REALTIME") -> bool:
         """Whether one part of the table still has an external view or any server still holds it: 0.11 lets a
         dropped table linger on its servers for seconds, and a table created again meanwhile misbehaves."""

@@ -35,14 +35,12 @@ import pinotdb.exceptions
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from connectors import kafka
 from connectors.pinot import Controller, broker_connection, time_boundary
 from pipeline.analytics.rebuild import rebuild
 from pipeline.analytics.tables import TASK_TYPE, apply, desired_specs, table_status
 from pipeline.config import Settings, load_settings, span_seconds
-from pipeline.contract.codec import Codec
 from pipeline.devstack.generator import Generator
 from pipeline.devstack.stack import LocalStack
 from tests.support.database import scratch_database
@@ -55,7 +53,7 @@ from tests.support.exactness import (
     compare,
     record_committed_events,
 )
-from tests.support.history import MinionKiller, shift_outbox_clock, write_span
+from tests.support.history import MinionKiller, drop_tables_and_topics, shift_outbox_clock, write_span
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
@@ -116,18 +114,6 @@ def _settings(services: Services, table_prefix: str, topic_prefix: str) -> Setti
     return settings.model_copy(update={"pinot": pinot})
 
 
-def _drop(settings: Settings, topic_prefix: str) -> None:
-    controller = Controller(settings.endpoints.pinot_controller_url)
-    for spec in desired_specs(settings):
-        for kind in ("REALTIME", "OFFLINE"):
-            if controller.table(spec.name, kind) is not None:
-                controller.delete_table(spec.name, kind)
-        controller._call("DELETE", f"/schemas/{spec.name}")
-    admin = AdminClient({"bootstrap.servers": settings.endpoints.kafka_bootstrap_servers})
-    for deleted in admin.delete_topics(Codec(topic_prefix).topics).values():
-        deleted.result(30)  # sent and done before this process may exit
-
-
 @pytest.fixture(scope="module")
 def history(services: Services) -> Iterator[History]:
     tag = uuid.uuid4().hex[:8]
@@ -160,7 +146,7 @@ def history(services: Services) -> Iterator[History]:
             yield History(services, settings, scope, generator, topic_prefix, until, killer)
         finally:
             killer.stop()
-            _drop(settings, topic_prefix)
+            drop_tables_and_topics(settings, topic_prefix)
 
 
 def _moved_through(history: History) -> datetime:

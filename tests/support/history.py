@@ -17,9 +17,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from confluent_kafka.admin import AdminClient
 
 from connectors import postgres
-from pipeline.analytics.tables import TASK_TYPE
+from connectors.pinot import Controller
+from pipeline.analytics.tables import TASK_TYPE, desired_specs
+from pipeline.config import Settings
+from pipeline.contract.codec import Codec
 from pipeline.devstack.generator import CITIES, Generator, demand
 from pipeline.devstack.stack import LocalStack
 
@@ -108,3 +112,16 @@ class MinionKiller(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
         self.join(60)
+
+
+def drop_tables_and_topics(settings: Settings, topic_prefix: str) -> None:
+    """Remove a run's own Pinot tables (both parts) and schemas (NIBBLE_PINOT_TABLE_PREFIX) and its topics."""
+    controller = Controller(settings.endpoints.pinot_controller_url)
+    for spec in desired_specs(settings):
+        for kind in ("REALTIME", "OFFLINE"):
+            if controller.table(spec.name, kind) is not None:
+                controller.delete_table(spec.name, kind)
+        controller.delete_schema(spec.name)
+    admin = AdminClient({"bootstrap.servers": settings.endpoints.kafka_bootstrap_servers})
+    for deleted in admin.delete_topics(Codec(topic_prefix).topics).values():
+        deleted.result(30)  # sent and done before this process may exit
