@@ -55,9 +55,9 @@ from pipeline.analytics.queries import library, run_query
 from pipeline.analytics.tables import apply, desired_specs
 from pipeline.config import Settings, load_settings
 from pipeline.contract.codec import Codec
+from pipeline.contract.rows import OutboxRow
 from pipeline.contract.topics import ensure_stream_topics
 from pipeline.devstack.generator import CITIES, CUISINES
-from pipeline.outbox.store import OutboxRow
 from tests.support.database import scratch_database
 from tests.support.ledger import change_entries
 from tests.support.relay import RelayProcess

@@ -16,9 +16,9 @@ from typing import Any
 import fastavro
 import orjson
 
+from pipeline.contract.rows import OutboxRow
 from pipeline.contract.writers import Misfit, UnsupportedSchema, Writer, field_writer
 from pipeline.errors import NibbleError
-from pipeline.outbox.store import OutboxRow
 from pipeline.resources import AVRO_SCHEMAS
 
 ENVELOPE_FIELDS = ("event_id", "event_type", "occurred_at", "source_txid", "outbox_position")

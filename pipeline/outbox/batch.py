@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pipeline.contract.codec import Message, PoisonEvent
-from pipeline.outbox.store import OutboxRow
+from pipeline.contract.rows import OutboxRow
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from connectors import kafka, postgres
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec, Message
+from pipeline.contract.rows import OutboxRow
 from pipeline.contract.topics import ensure_stream_topics
 from pipeline.errors import NibbleError, redact
 from pipeline.outbox import batch, lanes, metrics
-from pipeline.outbox.store import OutboxRow, OutboxStore
+from pipeline.outbox.store import OutboxStore
 
 log = logging.getLogger("nibble.relay")
 

@@ -28,8 +28,8 @@ from confluent_kafka import Producer
 from connectors.pinot import broker_connection
 from pipeline.analytics.tables import apply
 from pipeline.contract.codec import Codec
+from pipeline.contract.rows import OutboxRow
 from pipeline.devstack.generator import CITIES, Generator
-from pipeline.outbox.store import OutboxRow
 from tests.support.database import scratch_database
 from tests.support.exactness import Comparison, Ingested, backlog, compare, record_committed_events
 from tests.support.load import PLACE

@@ -30,8 +30,8 @@ from connectors.pinot import broker_connection
 from pipeline.analytics.tables import apply
 from pipeline.analytics.verify import Scope, Verifier
 from pipeline.contract.codec import Codec
+from pipeline.contract.rows import OutboxRow
 from pipeline.devstack.generator import CITIES, Generator
-from pipeline.outbox.store import OutboxRow
 from tests.support.database import scratch_database
 from tests.support.exactness import backlog
 from tests.support.polling import wait_until

@@ -24,8 +24,8 @@ from connectors.pinot import broker_connection
 from pipeline.analytics.queries import GRAIN_COLUMN, PARAMETER, library, run_query
 from pipeline.analytics.tables import apply
 from pipeline.contract.codec import Codec
+from pipeline.contract.rows import OutboxRow
 from pipeline.errors import UsageError
-from pipeline.outbox.store import OutboxRow
 from tests.support.ledger import ledger_rows
 from tests.support.polling import wait_until
 from tests.support.services import Services

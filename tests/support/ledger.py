@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pipeline.outbox.store import OutboxRow
+from pipeline.contract.rows import OutboxRow
 
 DIMENSIONS = ("order_id", "restaurant_id", "restaurant_name", "city", "cuisine", "placed_at")
 MEASURES = ("orders", "cancelled", "gmv_cents", "subtotal_cents", "items")

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.contract.codec import Codec, PoisonEvent, parse_payload
 from pipeline.contract.compat import backward_incompatibilities
-from pipeline.outbox.store import OutboxRow
+from pipeline.contract.rows import OutboxRow
 from pipeline.resources import AVRO_SCHEMAS
 
 STREAM_DIRS = sorted(p for p in AVRO_SCHEMAS.iterdir() if p.is_dir())

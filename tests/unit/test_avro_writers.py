@@ -13,8 +13,8 @@ import fastavro
 import pytest
 
 from pipeline.contract.codec import Codec, PoisonEvent
+from pipeline.contract.rows import OutboxRow
 from pipeline.contract.writers import Misfit, UnsupportedSchema, field_writer
-from pipeline.outbox.store import OutboxRow
 
 CODEC = Codec()
 VERSIONS = [(stream, version) for stream in CODEC.streams.values() for version in stream.versions.values()]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pipeline.contract.codec import Message, PoisonEvent
+from pipeline.contract.rows import OutboxRow
 from pipeline.outbox.batch import encode_batch, settle
-from pipeline.outbox.store import OutboxRow
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

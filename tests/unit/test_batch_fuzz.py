@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.contract.codec import Message, PoisonEvent
+from pipeline.contract.rows import OutboxRow
 from pipeline.outbox.batch import encode_batch, settle
-from pipeline.outbox.store import OutboxRow
 
 MAX_BYTES = 100
 AT = datetime(2026, 11, 25, tzinfo=UTC)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.contract.codec import Codec, PoisonEvent
-from pipeline.outbox.store import OutboxRow
+from pipeline.contract.rows import OutboxRow
 
 CODEC = Codec()
 STREAMS = {stream.aggregate_type: stream.latest for stream in CODEC.streams.values()}
