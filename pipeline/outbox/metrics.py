@@ -28,8 +28,8 @@ OLDEST_AGE = Gauge(
 DEAD_LETTER_ROWS = Gauge(
     "nibble_relay_dead_letter_rows", "Rows in the dead-letter table", ["outbox"], registry=REGISTRY
 )
-LEADER = Gauge(
-    "nibble_relay_leader", "1 while this relay holds a lane of the outbox (publishes it)", ["outbox"], registry=REGISTRY
+PUBLISHING = Gauge(
+    "nibble_relay_publishing", "1 while this relay holds a lane of the outbox", ["outbox"], registry=REGISTRY
 )
 LANES = Gauge("nibble_relay_lanes_held", "Lanes of the outbox this relay holds", ["outbox"], registry=REGISTRY)
 PUBLISHED = Counter("nibble_relay_events_published_total", "Events acknowledged by Kafka", ["topic"], registry=REGISTRY)
@@ -50,16 +50,16 @@ BATCH_SECONDS = Histogram(
 
 
 class Health:
-    """What /health reports: the loop's last heartbeat and the outboxes this relay leads."""
+    """What /health reports: the loop's last heartbeat and the outboxes this relay publishes (holds lanes of)."""
 
     def __init__(self, stale_after_s: float = 60) -> None:
         self.stale_after_s = stale_after_s
         self.last_beat = time.monotonic()
-        self.leading: list[str] = []
+        self.publishing: list[str] = []
 
-    def beat(self, leading: list[str]) -> None:
+    def beat(self, publishing: list[str]) -> None:
         self.last_beat = time.monotonic()
-        self.leading = leading
+        self.publishing = publishing
 
     def report(self) -> tuple[int, dict[str, object]]:
         age = time.monotonic() - self.last_beat
@@ -67,7 +67,7 @@ class Health:
         return (200 if healthy else 503), {
             "healthy": healthy,
             "loop_age_s": round(age, 3),
-            "leading": self.leading,
+            "publishing": self.publishing,
         }
 
 

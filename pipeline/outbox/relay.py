@@ -130,7 +130,7 @@ class Relay:
         self.kafka_ready = True
         log.info("connected to Kafka")
 
-    # --- PostgreSQL: connection, lease, notifications ------------------------------------------------
+    # --- PostgreSQL: connection, lane leases, notifications ------------------------------------------
 
     def _ensure_connected(self) -> None:
         if self.conn is not None and not self.conn.closed:
@@ -156,7 +156,7 @@ class Relay:
 
     def _set_lanes(self, schema: str, held: list[int]) -> None:
         self.lanes[schema] = held
-        metrics.LEADER.labels(schema).set(1 if held else 0)
+        metrics.PUBLISHING.labels(schema).set(1 if held else 0)
         metrics.LANES.labels(schema).set(len(held))
 
     def _rebalance(self) -> None:

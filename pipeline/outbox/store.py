@@ -55,7 +55,7 @@ class OutboxStore:
         return sql_file(__package__, name, schema=sql.Identifier(self.schema), **fragments)
 
     def _keys(self, **values: object) -> dict[str, object]:
-        return {"lease_class": FENCE_CLASS, "lane_class": LANE_CLASS, "schema": self.schema, **values}
+        return {"fence_class": FENCE_CLASS, "lane_class": LANE_CLASS, "schema": self.schema, **values}
 
     def lane_state(self, conn: psycopg.Connection, application_name: str) -> LaneState:
         row = conn.execute(self._sql("lane_state"), self._keys(application=application_name)).fetchone()

@@ -111,22 +111,22 @@ def test_kill_9_mid_drain_loses_nothing_and_keeps_order(services, db, prefix, st
     assert len(received) == total + duplicates
 
 
-def test_standby_takes_over_when_the_leader_dies(services, db, prefix, start_relay) -> None:
+def test_a_second_relay_takes_every_lane_when_the_first_dies(services, db, prefix, start_relay) -> None:
     first_ids = full_lifecycle(db, 100)
-    leader = start_relay(relay_poll_interval_s="0.2")
-    wait_until(lambda: backlog(db) == 0, what="the leader to drain")
-    standby = start_relay(relay_poll_interval_s="0.2")
+    first_relay = start_relay(relay_poll_interval_s="0.2")
+    wait_until(lambda: backlog(db) == 0, what="the first relay to drain")
+    second_relay = start_relay(relay_poll_interval_s="0.2")
     # The relays share every outbox's lanes, each one holding a fair share, without a restart.
     wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=15, what="the lanes to be shared")
 
-    leader.kill()
+    first_relay.kill()
     second_ids = full_lifecycle(db, 100)
-    # The take-over is the standby holding every lane the dead leader held, then draining what came since.
-    wait_until(lambda: lane_shares(services, db) == [[8]] * 3, timeout_s=30, what="the standby to hold every lane")
-    wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the standby to drain")
+    # The take-over is the second relay holding every lane the dead one held, then draining what came since.
+    wait_until(lambda: lane_shares(services, db) == [[8]] * 3, timeout_s=30, what="the second relay to hold every lane")
+    wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the second relay to drain")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 200 * EVENTS_PER_ORDER)
     assert_complete_and_ordered(received, first_ids + second_ids)
-    assert standby.terminate() == 0
+    assert second_relay.terminate() == 0
 
 
 def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, prefix, start_relay) -> None:
@@ -258,7 +258,7 @@ def test_metrics_and_health_endpoints(services, db, prefix, start_relay) -> None
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
     wait_until(lambda: _get(f"http://127.0.0.1:{port}/health") is not None, what="the health endpoint")
     health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
-    assert health.status_code == 200 and health.json()["leading"] == [
+    assert health.status_code == 200 and health.json()["publishing"] == [
         "order_service",
         "driver_service",
         "restaurant_service",
@@ -266,7 +266,7 @@ def test_metrics_and_health_endpoints(services, db, prefix, start_relay) -> None
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert f'nibble_relay_events_published_total{{topic="{prefix}nibble.orders"}} 50.0' in text
     assert f'nibble_relay_events_published_total{{topic="{prefix}nibble.order_ledger"}} 10.0' in text
-    assert 'nibble_relay_leader{outbox="order_service"} 1.0' in text
+    assert 'nibble_relay_publishing{outbox="order_service"} 1.0' in text
     assert "nibble_relay_backlog_rows" in text and "nibble_relay_batch_seconds_bucket" in text
 
 

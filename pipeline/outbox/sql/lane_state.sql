@@ -25,5 +25,5 @@ SELECT
         SELECT 1 FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.mode = 'ExclusiveLock' AND l.objsubid = 2
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.classid = %(lease_class)s::oid AND l.objid = hashtext(%(schema)s)::oid
+          AND l.classid = %(fence_class)s::oid AND l.objid = hashtext(%(schema)s)::oid
     ) AS fence_requested

@@ -1,2 +1,2 @@
 -- The switch is done: relays may join the outbox again, with the new lane count.
-SELECT pg_advisory_unlock(%(lease_class)s, hashtext(%(schema)s))
+SELECT pg_advisory_unlock(%(fence_class)s, hashtext(%(schema)s))
