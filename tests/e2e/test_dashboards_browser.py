@@ -125,6 +125,22 @@ def superset(services: Services) -> dashboards.Superset:
     return client
 
 
+def log_in(driver: webdriver.Chrome, login: dashboards.SupersetLogin, attempts: int = 3) -> None:
+    """Log in through Superset's form. Superset 6 now and then answers a right password with the login page
+    again (its log: "Failed to add user to db session"): the form is sent again, a few times at most."""
+    for attempt in range(1, attempts + 1):
+        driver.get(f"{login.url}/login/")
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "username"))
+        driver.find_element(By.ID, "username").send_keys(login.user)
+        driver.find_element(By.ID, "password").send_keys(login.password + "\n")
+        try:
+            WebDriverWait(driver, 60).until(lambda d: "/login" not in d.current_url)
+            return
+        except TimeoutException:
+            if attempt == attempts:
+                raise
+
+
 @pytest.fixture(scope="module")
 def browser(services: Services, superset: dashboards.Superset) -> Iterator[webdriver.Chrome]:
     profile = tempfile.mkdtemp(prefix="nibble-chromium-")
@@ -135,12 +151,7 @@ def browser(services: Services, superset: dashboards.Superset) -> Iterator[webdr
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        login = dashboards.superset_login(services.settings())
-        driver.get(f"{login.url}/login/")
-        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "username"))
-        driver.find_element(By.ID, "username").send_keys(login.user)
-        driver.find_element(By.ID, "password").send_keys(login.password + "\n")
-        WebDriverWait(driver, 60).until(lambda d: "/login" not in d.current_url)
+        log_in(driver, dashboards.superset_login(services.settings()))
         yield driver
     finally:
         driver.quit()
