@@ -142,6 +142,26 @@ def _change(kind: str, name: str, existing: object, diff: list[str]) -> str:
     return f"{kind} {name}: " + ("create" if existing is None else "update " + ", ".join(diff))
 
 
+def _put_part(
+    controller: Controller,
+    changes: list[str],
+    kind: str,
+    name: str,
+    desired: dict[str, Any],
+    existing: dict[str, Any] | None,
+    dry_run: bool,
+) -> bool:
+    """Send one part (REALTIME or OFFLINE) of a table when it differs from the stored config, which Pinot names
+    with its part (e.g. orders_REALTIME); True when the part was created."""
+    diff = differences({**desired, "tableName": f"{name}_{kind}"}, existing) if existing else ["(new)"]
+    if not diff:
+        return False
+    changes.append(_change("table" if kind == "REALTIME" else "offline table", name, existing, diff))
+    if not dry_run:
+        controller.put_table(copy.deepcopy(desired), exists=existing is not None)
+    return not dry_run and existing is None
+
+
 def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) -> list[str]:
     """Create or update every schema and table; returns one line per change (empty: nothing to do)."""
     endpoints = settings.endpoints
@@ -173,22 +193,10 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) ->
             continue
         if spec.offline is not None:  # first: the realtime part's task writes into it
             existing_offline = controller.offline_table(spec.name)
-            stored_offline = {**spec.offline, "tableName": f"{spec.name}_OFFLINE"}
-            offline_diff = differences(stored_offline, existing_offline) if existing_offline else ["(new)"]
-            if offline_diff:
-                changes.append(_change("offline table", spec.name, existing_offline, offline_diff))
-                if not dry_run:
-                    controller.put_table(copy.deepcopy(spec.offline), exists=existing_offline is not None)
-        # Pinot answers with the physical table name, e.g. orders_REALTIME.
-        stored_as = {**spec.table, "tableName": f"{spec.name}_REALTIME"}
-        table_diff = differences(stored_as, existing_table) if existing_table else ["(new)"]
-        if table_diff:
-            changes.append(_change("table", spec.name, existing_table, table_diff))
-            if not dry_run:
-                controller.put_table(copy.deepcopy(spec.table), exists=existing_table is not None)
-                if existing_table is None:  # queryable when apply returns
-                    controller.wait_online(spec.name)
-                    _wait_queryable(settings, spec.name)
+            _put_part(controller, changes, "OFFLINE", spec.name, spec.offline, existing_offline, dry_run)
+        if _put_part(controller, changes, "REALTIME", spec.name, spec.table, existing_table, dry_run):
+            controller.wait_online(spec.name)  # queryable when apply returns
+            _wait_queryable(settings, spec.name)
     return changes
 
 
