@@ -2,7 +2,8 @@
 
 A seeded simulation: users, restaurants with cuisines and locations in a few cities, drivers; orders with
 items and payments that move through their lifecycle (confirmed, preparing, ready, picked up, delivered,
-or cancelled), deliveries assigned to drivers, driver location pings. Each lifecycle step is scheduled
+or cancelled), deliveries assigned to drivers, driver location pings, and support tickets about some of the
+orders (see plan_ticket). Each lifecycle step is scheduled
 in (scaled) time, and all steps due together are written as one set-based statement per table, the way a
 busy service batches its writes. The triggers turn those writes into outbox events.
 
@@ -21,7 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -68,6 +69,31 @@ LOCAL_OFFSET = timedelta(hours=1)
 CANCEL_SHARE = 0.08
 EVENTS_PER_ORDER = 10  # about: 6 order events and 4 delivery events per completed order
 
+# Support tickets: the share of orders that get one, by how the order went (about 3 % overall), and a few
+# tickets about no order (the account), per order that ends.
+TICKET_SHARE = {"cancelled": 0.15, "late": 0.08, "delivered": 0.015}
+ACCOUNT_TICKET_SHARE = 0.003
+TICKET_SUBJECTS = {
+    "cancelled": ["Order cancelled, where is my refund?", "Order cancelled without notice"],
+    "late": ["Order arrived late", "Food arrived cold"],
+    "delivered": ["Missing item", "Wrong item delivered", "Charged twice", "Food quality"],
+    "account": ["Cannot log in", "Update my email address", "Delete my account"],
+}
+PRIORITIES = ["low", "medium", "high", "urgent"]
+PRIORITY_WEIGHTS = {  # few urgent ones; a cancelled or late order is more pressing
+    "cancelled": [0.15, 0.45, 0.30, 0.10],
+    "late": [0.25, 0.50, 0.20, 0.05],
+    "delivered": [0.30, 0.45, 0.20, 0.05],
+    "account": [0.55, 0.35, 0.08, 0.02],
+}
+# Minutes (before scaling), (low, high) by priority: until an agent takes the ticket, and from the last
+# conversation to the resolution.
+TICKET_PICKUP_MINUTES = {"urgent": (2, 15), "high": (5, 45), "medium": (15, 120), "low": (30, 300)}
+TICKET_RESOLVE_MINUTES = {"urgent": (10, 60), "high": (20, 180), "medium": (30, 480), "low": (60, 720)}
+TICKET_AGENTS = 12  # the support team, shared by every city
+# Lifecycle order of a ticket's steps, for writing those due together (as STEP_ORDER for orders).
+TICKET_STEPS = ["open", "assign", "start", "comment", "priority", "reassign", "resolve", "close"]
+
 
 @dataclass
 class Restaurant:
@@ -111,6 +137,83 @@ def parse_span(text: str) -> timedelta:
     return timedelta(**{units[text[-1]]: int(text[:-1])})
 
 
+@dataclass(frozen=True)
+class TicketStep:
+    """One write of a ticket's lifecycle, due at `at`."""
+
+    kind: str  # one of TICKET_STEPS
+    ticket_id: uuid.UUID
+    at: datetime
+    agent: uuid.UUID | None = None  # assign, reassign; a comment's author (None: the ticket's own user)
+    priority: str | None = None  # open, priority
+    text: str = ""  # open: the subject; comment: the comment; resolve: the resolution notes
+    internal: bool = False  # comment: an agent's note the customer does not see
+    comment_id: uuid.UUID | None = None
+    order_id: uuid.UUID | None = None  # open: the order it is about (the user is the order's)
+    user_id: uuid.UUID | None = None  # open: the user of a ticket about no order
+
+
+def ticket_reason(rng: random.Random, cancelled: bool, late: bool) -> str | None:
+    """Why the customer of an order that just ended opens a ticket, or None (most orders get none)."""
+    reason = "cancelled" if cancelled else "late" if late else "delivered"
+    return reason if rng.random() < TICKET_SHARE[reason] else None
+
+
+def plan_ticket(
+    rng: random.Random,
+    new_id: Callable[[], uuid.UUID],
+    reason: str,
+    opened: datetime,
+    agents: list[uuid.UUID],
+    minute: timedelta,
+) -> list[TicketStep]:
+    """A ticket's whole life from `opened` (the open step's order or user are the caller's to fill in): taken
+    by an agent after a delay that depends on its priority, sometimes re-prioritised or handed to another
+    agent, an internal note now and then, the customer nudging or replying, a first response (rarely none:
+    resolved straight away), resolution and closing. `minute` is one simulated minute."""
+
+    def later(start: datetime, low: float, high: float) -> datetime:
+        return start + rng.uniform(low, high) * minute
+
+    ticket = new_id()
+    priority = rng.choices(PRIORITIES, PRIORITY_WEIGHTS[reason])[0]
+    agent = rng.choice(agents)
+    steps = [TicketStep("open", ticket, opened, priority=priority, text=rng.choice(TICKET_SUBJECTS[reason]))]
+
+    def comment(at: datetime, author: uuid.UUID | None, text: str, internal: bool = False) -> None:
+        steps.append(TicketStep("comment", ticket, at, agent=author, text=text, internal=internal, comment_id=new_id()))
+
+    if rng.random() < 0.12:  # triage changes the priority before anyone works on it
+        moved = PRIORITIES.index(priority) + (1 if rng.random() < 0.8 else -1)
+        priority = PRIORITIES[min(max(moved, 0), len(PRIORITIES) - 1)]
+        steps.append(TicketStep("priority", ticket, later(opened, 1, 10), priority=priority))
+    assigned = later(opened, *TICKET_PICKUP_MINUTES[priority])
+    steps.append(TicketStep("assign", ticket, assigned, agent=agent))
+    if rng.random() < 0.2:  # the customer asks again before anyone answered
+        comment(later(opened, 0.5, (assigned - opened) / minute), None, "Any update on this?")
+    last = assigned
+    if rng.random() < 0.95:
+        answered = later(assigned, 1, 20)
+        if rng.random() < 0.3:
+            comment(later(assigned, 0, (answered - assigned) / minute), agent, "Checked with the restaurant.", True)
+        steps.append(TicketStep("start", ticket, answered))
+        comment(answered, agent, "Sorry about this, we are looking into it.")
+        last = answered
+        if rng.random() < 0.5:
+            replied = later(answered, 5, 90)
+            comment(replied, None, "Thanks, please let me know.")
+            last = later(replied, 5, 60)
+            comment(last, agent, "We have refunded the order.")
+        if rng.random() < 0.1:  # handed over to another agent (a shift ends, a specialist)
+            agent = rng.choice([a for a in agents if a != agent])
+            last = later(last, 10, 120)
+            steps.append(TicketStep("reassign", ticket, last, agent=agent))
+    resolved = later(last, *TICKET_RESOLVE_MINUTES[priority])
+    steps.append(TicketStep("resolve", ticket, resolved, text="Refunded" if reason != "account" else "Done"))
+    steps.append(TicketStep("close", ticket, later(resolved, 30, 24 * 60)))
+    return steps
+
+
 class Generator:
     def __init__(
         self, database_url: str, seed: int | None = None, city_suffix: str = "", time_scale: float = 1.0
@@ -125,9 +228,16 @@ class Generator:
         self.world = World()
         # scheduled time -> step -> orders due then
         self.schedule: dict[datetime, dict[str, list[Order]]] = defaultdict(lambda: defaultdict(list))
+        # Tickets draw from a generator of their own, so the other tables' activity for a seed stays the same.
+        self.ticket_rng = random.Random(None if seed is None else f"tickets-{seed}")
+        self.agents: list[uuid.UUID] = []
+        self.ticket_schedule: dict[datetime, list[TicketStep]] = defaultdict(list)
 
     def _uuid(self) -> uuid.UUID:
         return uuid.UUID(int=self.rng.getrandbits(128) ^ self._id_salt, version=4)
+
+    def _ticket_uuid(self) -> uuid.UUID:
+        return uuid.UUID(int=self.ticket_rng.getrandbits(128) ^ self._id_salt, version=4)
 
     def _near(self, lat: float, lon: float, km: float) -> tuple[float, float]:
         distance = self.rng.uniform(0, km) / 111.0
@@ -254,7 +364,8 @@ class Generator:
     def advance(self, conn: psycopg.Connection, until: datetime) -> int:
         """Write every step scheduled at or before `until`: one statement set per kind of step, each order
         with its own time, steps in lifecycle order (an order confirmed and assigned in the same call is
-        confirmed first). Returns how many steps were written."""
+        confirmed first), then the support tickets' steps due (see _tickets). Returns how many order steps
+        were written."""
         due: dict[str, tuple[list[Order], list[datetime]]] = {step: ([], []) for step in STEP_ORDER}
         for at in sorted(t for t in self.schedule if t <= until):
             for step, orders in self.schedule.pop(at).items():
@@ -264,6 +375,7 @@ class Generator:
             orders, times = due[step]
             if orders:
                 getattr(self, f"_step_{step}")(conn, orders, times)
+        self._tickets(conn, due, until)
         return sum(len(orders) for orders, _ in due.values())
 
     def _orders(self, conn: psycopg.Connection, orders: list[Order], status: str) -> None:
@@ -356,6 +468,117 @@ class Generator:
                 [p[1] for p in points],
                 times,
             ),
+        )
+
+    # --- support tickets -------------------------------------------------------------------------------
+
+    def _tickets(
+        self, conn: psycopg.Connection, ended: dict[str, tuple[list[Order], list[datetime]]], until: datetime
+    ) -> None:
+        """Plan the tickets about the orders that just ended (cancelled or delivered; now and then one about
+        no order), then write every ticket step due by `until`: one statement per kind of step, in lifecycle
+        order, each with its own time."""
+        minute = timedelta(minutes=1) / self.time_scale
+        if not self.agents:
+            self.agents = [self._ticket_uuid() for _ in range(TICKET_AGENTS)]
+        for step in ("cancel", "deliver"):
+            for order, at in zip(*ended[step], strict=True):
+                late = step == "deliver" and at > order.placed_at + PROMISED_MINUTES * minute
+                reason = ticket_reason(self.ticket_rng, step == "cancel", late)
+                if reason is not None:
+                    self._plan_ticket(reason, at + self.ticket_rng.uniform(2, 90) * minute, order_id=order.id)
+                if self.ticket_rng.random() < ACCOUNT_TICKET_SHARE:
+                    user = self.ticket_rng.choice(self.world.users)
+                    self._plan_ticket("account", at + self.ticket_rng.uniform(0, 60) * minute, user_id=user)
+        due: dict[str, list[TicketStep]] = defaultdict(list)
+        for at in sorted(t for t in self.ticket_schedule if t <= until):
+            for step in self.ticket_schedule.pop(at):
+                due[step.kind].append(step)
+        for kind in TICKET_STEPS:
+            if due[kind]:
+                getattr(self, f"_ticket_{kind}")(conn, due[kind])
+
+    def _plan_ticket(
+        self, reason: str, opened: datetime, order_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None
+    ) -> None:
+        minute = timedelta(minutes=1) / self.time_scale
+        opening, *rest = plan_ticket(self.ticket_rng, self._ticket_uuid, reason, opened, self.agents, minute)
+        for step in (replace(opening, order_id=order_id, user_id=user_id), *rest):
+            self.ticket_schedule[step.at].append(step)
+
+    def _ticket_open(self, conn: psycopg.Connection, steps: list[TicketStep]) -> None:
+        # The order's user, read first: each statement stays within one service's schema.
+        users = dict(
+            conn.execute(
+                "SELECT id, user_id FROM order_service.orders WHERE id = ANY(%s)",
+                ([s.order_id for s in steps if s.order_id is not None],),
+            ).fetchall()
+        )
+        conn.execute(
+            "INSERT INTO admin_service.support_tickets (id, user_id, order_id, subject, description, priority, "
+            "created_at, updated_at) SELECT id, usr, oid, subject, 'Opened by the customer: ' || subject, prio, at, at "
+            "FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::timestamptz[]) "
+            "AS t(id, usr, oid, subject, prio, at)",
+            (
+                [s.ticket_id for s in steps],
+                [users[s.order_id] if s.order_id is not None else s.user_id for s in steps],
+                [s.order_id for s in steps],
+                [s.text for s in steps],
+                [s.priority for s in steps],
+                [s.at for s in steps],
+            ),
+        )
+
+    def _ticket_agent(self, conn: psycopg.Connection, steps: list[TicketStep]) -> None:
+        conn.execute(
+            "UPDATE admin_service.support_tickets t SET assigned_to = a.agent "
+            "FROM unnest(%s::uuid[], %s::uuid[]) AS a(id, agent) WHERE t.id = a.id",
+            ([s.ticket_id for s in steps], [s.agent for s in steps]),
+        )
+
+    _ticket_assign = _ticket_reassign = _ticket_agent
+
+    def _ticket_status(self, conn: psycopg.Connection, steps: list[TicketStep], status: str) -> None:
+        conn.execute(
+            "UPDATE admin_service.support_tickets SET status = %s WHERE id = ANY(%s)",
+            (status, [s.ticket_id for s in steps]),
+        )
+
+    def _ticket_start(self, conn: psycopg.Connection, steps: list[TicketStep]) -> None:
+        self._ticket_status(conn, steps, "in_progress")
+
+    def _ticket_close(self, conn: psycopg.Connection, steps: list[TicketStep]) -> None:
+        self._ticket_status(conn, steps, "closed")
+
+    def _ticket_comment(self, conn: psycopg.Connection, steps: list[TicketStep]) -> None:
+        conn.execute(
+            "INSERT INTO admin_service.ticket_comments (id, ticket_id, user_id, comment, is_internal, created_at) "
+            "SELECT c.id, c.tid, coalesce(c.author, t.user_id), c.text, c.internal, c.at "
+            "FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::bool[], %s::timestamptz[]) "
+            "AS c(id, tid, author, text, internal, at) JOIN admin_service.support_tickets t ON t.id = c.tid",
+            (
+                [s.comment_id for s in steps],
+                [s.ticket_id for s in steps],
+                [s.agent for s in steps],
+                [s.text for s in steps],
+                [s.internal for s in steps],
+                [s.at for s in steps],
+            ),
+        )
+
+    def _ticket_priority(self, conn: psycopg.Connection, steps: list[TicketStep]) -> None:
+        conn.execute(
+            "UPDATE admin_service.support_tickets t SET priority = p.prio "
+            "FROM unnest(%s::uuid[], %s::text[]) AS p(id, prio) WHERE t.id = p.id",
+            ([s.ticket_id for s in steps], [s.priority for s in steps]),
+        )
+
+    def _ticket_resolve(self, conn: psycopg.Connection, steps: list[TicketStep]) -> None:
+        conn.execute(
+            "UPDATE admin_service.support_tickets t SET status = 'resolved', resolved_at = r.at, "
+            "resolution_notes = r.notes FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[]) AS r(id, at, notes) "
+            "WHERE t.id = r.id",
+            ([s.ticket_id for s in steps], [s.at for s in steps], [s.text for s in steps]),
         )
 
     # --- drivers of the simulation ---------------------------------------------------------------------
