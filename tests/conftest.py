@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from tests.support.database import scratch_database
 from tests.support.relay import RelayProcess
@@ -38,9 +39,16 @@ def db(services: Services) -> Iterator[str]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    """Topics of this test's own, so nothing else published to Kafka is read back."""
-    return f"t{uuid.uuid4().hex[:10]}."
+def prefix(services: Services) -> Iterator[str]:
+    """Topics of this test's own, so nothing else published to Kafka is read back; deleted after the test (a
+    broker left with thousands of tests' partitions is slower for everyone)."""
+    name = f"t{uuid.uuid4().hex[:10]}."
+    yield name
+    admin = AdminClient({"bootstrap.servers": services.kafka_bootstrap})
+    topics = [topic for topic in admin.list_topics(timeout=30).topics if topic.startswith(name)]
+    if topics:
+        for deleted in admin.delete_topics(topics, operation_timeout=30).values():
+            deleted.result(60)  # done before the next test creates its own
 
 
 StartRelay = Callable[..., RelayProcess]
