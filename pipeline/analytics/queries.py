@@ -12,6 +12,12 @@ line `UNION ALL`, each a whole statement answering the same columns; the library
 together in the order its `-- order by:` line names (result columns, ascending) and keeps the first `limit`
 when the query takes one. E.g. orders_per_minute: orders under way from `orders`, which holds a window, and
 closed orders from their closing event in `order_events`, which holds all history (docs/pinot.md).
+
+A query of parts may instead put its rows side by side: with a line `-- join on: KEYS`, each part answers the key
+columns and some of the others, and the library joins their rows on the keys (a count a part did not answer for
+a key is 0, any other column none), ordered by the keys; a line `-- rate: NAME = A per N B` then computes NAME
+as A * N / B (none where B is 0). E.g. tickets_per_1000_orders: orders from the order ledger, tickets from
+`ticket_events` (Pinot 0.11 has no JOIN).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ COLUMNS_LINE = "-- columns:"
 WHOLE_HOURS_LINE = "-- window: whole hours"
 ORDER_BY_LINE = "-- order by:"
 UNION_LINE = "UNION ALL"
+JOIN_LINE = "-- join on:"
+RATE_LINE = re.compile(r"-- rate: (\w+) = (\w+) per (\d+) (\w+)")
 PARAMETER = re.compile(r"%\((\w+)\)s")
 NUMBERS = ("lat", "lon", "radius_m")  # the library's numeric parameters besides the window and the limit
 FROM_TABLE = re.compile(r"\bFROM (\w+)")
@@ -82,6 +90,8 @@ class Query:
     columns: tuple[Column, ...]
     whole_hours: bool = False  # a star-tree cannot serve a millisecond bound: the window is widened to hours
     order_by: tuple[str, ...] = ()  # how the rows of several parts are put together
+    join_on: tuple[str, ...] = ()  # or: the key on which their rows are joined
+    rate: tuple[str, str, int, str] | None = None  # (column, numerator, per, denominator), after the join
 
     @classmethod
     def load(cls, path: Path) -> Query:
@@ -93,12 +103,19 @@ class Query:
             raise ValueError(f"{path.name}: unknown column kind {', '.join(sorted(unknown))}")
         order = next((line for line in lines if line.startswith(ORDER_BY_LINE)), None)
         order_by = tuple(name.strip() for name in order.removeprefix(ORDER_BY_LINE).split(",")) if order else ()
-        if set(order_by) - {c.name for c in columns} or (UNION_LINE in lines) != bool(order_by):
-            raise ValueError(f"{path.name}: a query of parts needs `{ORDER_BY_LINE}` naming its result columns")
-        meta = (declared, order, WHOLE_HOURS_LINE)
+        join = next((line for line in lines if line.startswith(JOIN_LINE)), None)
+        join_on = tuple(name.strip() for name in join.removeprefix(JOIN_LINE).split(",")) if join else ()
+        rate_line = next((m for line in lines if (m := RATE_LINE.fullmatch(line))), None)
+        rate = (*rate_line.group(1, 2), int(rate_line.group(3)), rate_line.group(4)) if rate_line else None
+        named = {*order_by, *join_on, *(rate[::3] if rate else ())}
+        if named - {c.name for c in columns} or (UNION_LINE in lines) != bool(order_by or join_on):
+            raise ValueError(
+                f"{path.name}: a query of parts needs `{ORDER_BY_LINE}` or `{JOIN_LINE}` naming its result columns"
+            )
+        meta = (declared, order, WHOLE_HOURS_LINE, join, rate_line and rate_line.group(0))
         header = [line[3:] for line in lines if line.startswith("-- ") and line not in meta]
         body = "\n".join(line for line in lines if not line.startswith("-- "))
-        return cls(path.stem, " ".join(header), body, columns, WHOLE_HOURS_LINE in lines, order_by)
+        return cls(path.stem, " ".join(header), body, columns, WHOLE_HOURS_LINE in lines, order_by, join_on, rate)
 
     @property
     def parameters(self) -> set[str]:
@@ -137,6 +154,34 @@ class Query:
         positions = [[c.name for c in self.columns].index(name) for name in self.order_by]
         ordered = sorted(rows, key=lambda row: [(row[i] is None, row[i]) for i in positions])
         return ordered[:limit] if limit is not None else ordered
+
+    def part_columns(self, names: list[str]) -> tuple[Column, ...] | None:
+        """The declared columns a part answered as `names`: all of them in order, or for a joined query the keys
+        first and any others; None for anything else."""
+        declared = {c.name: c for c in self.columns}
+        keys = list(self.join_on)
+        if names == list(declared) or (keys and names[: len(keys)] == keys and set(names) <= set(declared)):
+            return tuple(declared[name] for name in names)
+        return None
+
+    def join(self, answers: list[tuple[tuple[Column, ...], list[list[Any]]]]) -> list[list[Any]]:
+        """The typed rows of the parts joined on `join_on` (ordered by it, missing values last) and the rate."""
+        joined: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for columns, rows in answers:
+            for row in rows:
+                values = dict(zip([c.name for c in columns], row, strict=True))
+                joined.setdefault(tuple(values[key] for key in self.join_on), {}).update(values)
+        result = []
+        for key in sorted(joined, key=lambda key: [(value is None, value) for value in key]):
+            values = joined[key]
+            row = [values.get(c.name, 0 if c.kind == "count" else None) for c in self.columns]
+            if self.rate is not None:
+                name, numerator, per, denominator = self.rate
+                names = [c.name for c in self.columns]
+                above, below = row[names.index(numerator)], row[names.index(denominator)]
+                row[names.index(name)] = above * per / below if below else None
+            result.append(row)
+        return result
 
 
 @functools.cache  # checked-in files: read once per process
@@ -208,19 +253,23 @@ def run_query(
     prefix = settings.pinot.table_prefix if settings is not None else ""
     if tables or prefix:
         sql = FROM_TABLE.sub(lambda m: f"FROM {(tables or {}).get(m.group(1), prefix + m.group(1))}", sql)
-    rows: list[list[Any]] = []
+    answers: list[tuple[tuple[Column, ...], list[list[Any]]]] = []
     broker_ms = 0
     for part in query.parts(sql):
-        rows += _typed(_execute(cursor, query, part, values, settings), query.columns)
+        columns, raw = _execute(cursor, query, part, values, settings)
+        answers.append((columns, _typed(raw, columns)))
         broker_ms += int(getattr(cursor, "timeUsedMs", -1))
+    rows = query.join(answers) if query.join_on else [row for _, typed in answers for row in typed]
     if query.order_by:
         rows = query.merge(rows, values["limit"] if "limit" in query.parameters else None)
     window = (since, until) if "since" in query.parameters else (None, None)
     return Result(name, query.columns, rows, *window, broker_ms)
 
 
-def _execute(cursor: Any, query: Query, sql: str, values: dict[str, Any], settings: Settings | None) -> list[Any]:
-    """One statement's raw rows, checked against the columns the query declares."""
+def _execute(
+    cursor: Any, query: Query, sql: str, values: dict[str, Any], settings: Settings | None
+) -> tuple[tuple[Column, ...], list[Any]]:
+    """One statement's columns and raw rows, checked against the columns the query declares."""
     name = query.name
     try:
         cursor.execute(sql, {k: v for k, v in values.items() if k in PARAMETER.findall(sql)})
@@ -232,11 +281,12 @@ def _execute(cursor: Any, query: Query, sql: str, values: dict[str, Any], settin
         broker, timeout_ms = endpoints.pinot_broker_url, endpoints.pinot_query_timeout_ms
         raise failure(exc, errors, name, broker, timeout_ms) from None
     if cursor.description is None:  # a table with no segment at all answers no result table
-        return []
+        return query.columns, []
     returned = [d[0] for d in cursor.description]
-    if returned != [c.name for c in query.columns]:
+    columns = query.part_columns(returned)
+    if columns is None:
         raise QueryFailed(f"query {name} answered columns {returned}, but {name}.sql declares {query.columns}")
-    return list(raw)
+    return columns, list(raw)
 
 
 def whole_hours(since: datetime, until: datetime) -> tuple[datetime, datetime]:

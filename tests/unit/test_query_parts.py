@@ -89,6 +89,6 @@ def test_the_table_prefix_names_a_test_s_own_tables() -> None:
     assert "FROM t9_order_events" in cursor.statements[0]
 
 
-def test_every_query_of_parts_declares_its_order() -> None:
+def test_every_query_of_parts_declares_its_order_or_its_join() -> None:
     for query in library().values():
-        assert ("UNION ALL" in query.sql) == bool(query.order_by), query.name
+        assert ("UNION ALL" in query.sql) == bool(query.order_by or query.join_on), query.name
