@@ -30,6 +30,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pinotdb.exceptions
 import psycopg
 
 from connectors import kafka
@@ -134,7 +135,7 @@ def soak(days: int, peak_per_minute: float, window: str, restart: bool) -> int:
                 if behind_s > 0 and keep_s is not None:
                     apply(with_window(settings, -(-max(behind_s + window_s, keep_s) // 3600) * 3600))
                     _run_retention(settings)
-                statuses = table_status(settings)
+                statuses = _status(settings)
                 _row(day, events, elapsed, statuses, stack.pid("pinot-server"))
             finish(generator, datetime.now(UTC))
             wait_until(lambda: backlog(db) == 0, 900, what="the relay to publish the last steps")
@@ -166,6 +167,22 @@ def _kept_for_the_minion(settings: Settings) -> int | None:
     if None in marks:
         return None
     return int(time.time() - min(marks) / 1000) + 2 * 3600
+
+
+def _status(settings: Settings) -> list[TableStatus]:
+    """The tables' status once the broker answers for every segment: another user of the shared stack may be
+    restarting the Pinot server (its segments are unavailable meanwhile)."""
+    statuses: list[TableStatus] = []
+
+    def answered() -> bool:
+        try:
+            statuses[:] = table_status(settings)
+        except pinotdb.exceptions.Error:
+            return False
+        return True
+
+    wait_until(answered, 900, what="the broker to answer for every segment of the soak's tables")
+    return statuses
 
 
 def _run_retention(settings: Settings) -> None:

@@ -10,8 +10,10 @@ grain asked for (GRAINS: a fixed mapping, never user text).
 A query may read two tables whose rows do not overlap (Pinot 0.11 has no UNION): its parts are separated by a
 line `UNION ALL`, each a whole statement answering the same columns; the library runs each, puts their rows
 together in the order its `-- order by:` line names (result columns, ascending) and keeps the first `limit`
-when the query takes one. E.g. orders_per_minute: orders under way from `orders`, which holds a window, and
-closed orders from their closing event in `order_events`, which holds all history (docs/pinot.md).
+when the query takes one. E.g. orders_per_minute: orders placed within the window from `orders`, which holds
+them, and older ones from the order ledger, which holds all history (docs/pinot.md). `%(window_start)s` is where
+the state tables' window starts: now minus NIBBLE_PINOT_REALTIME_WINDOW, up to the next whole minute (so that
+no minute is answered by two parts).
 
 A query of parts may instead put its rows side by side: with a line `-- join on: KEYS`, each part answers the key
 columns and some of the others, and the library joins their rows on the keys (a count a part did not answer for
@@ -36,7 +38,7 @@ import pinotdb.exceptions
 
 from connectors.pinot import broker_connection
 from pipeline.analytics.moments import parse_moment
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, load_settings, span_seconds
 from pipeline.errors import QueryFailed, UsageError
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ JOIN_LINE = "-- join on:"
 RATE_LINE = re.compile(r"-- rate: (\w+) = (\w+) per (\d+) (\w+)")
 PARAMETER = re.compile(r"%\((\w+)\)s")
 NUMBERS = ("lat", "lon", "radius_m")  # the library's numeric parameters besides the window and the limit
+WINDOW_START = "window_start"  # computed by the library, never given
 FROM_TABLE = re.compile(r"\bFROM (\w+)")
 # The order ledger's period columns, computed at ingestion (pinot/tables/order_ledger.json).
 GRAINS = {"minute": "placed_minute", "hour": "placed_hour", "day": "placed_day"}
@@ -244,6 +247,8 @@ def run_query(
         since, until = whole_hours(since, until)
     values = {"since": _millis(since), "until": _millis(until), "limit": 100, **params}
     _check_values(values)
+    if WINDOW_START in query.parameters:
+        values[WINDOW_START] = _millis(window_start(now, settings or load_settings()))
     if "grain" in values and values["grain"] not in GRAINS:
         raise UsageError(f"grain {values['grain']!r}: use one of {', '.join(GRAINS)}")
     missing = {p for p in query.parameters if values.get(p) is None} - query.optional
@@ -287,6 +292,14 @@ def _execute(
     if columns is None:
         raise QueryFailed(f"query {name} answered columns {returned}, but {name}.sql declares {query.columns}")
     return columns, list(raw)
+
+
+def window_start(now: datetime, settings: Settings) -> datetime:
+    """Where the state tables' window starts (every row whose time is at or after it is there): `now` minus the
+    realtime window, up to the next whole minute."""
+    start = now - timedelta(seconds=span_seconds(settings.pinot.realtime_window))
+    minute = start.replace(second=0, microsecond=0)
+    return minute if minute == start else minute + timedelta(minutes=1)
 
 
 def whole_hours(since: datetime, until: datetime) -> tuple[datetime, datetime]:

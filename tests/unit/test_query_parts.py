@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.analytics.queries import Query, library, run_query
+from pipeline.analytics.queries import Query, library, run_query, window_start
 from pipeline.config import load_settings
 
 UNION = """-- Orders by status.
@@ -28,12 +28,13 @@ class Cursor:
     """Answers each statement with the next of `answers`; keeps the statements."""
 
     def __init__(self, answers: list[list[list[Any]]], columns: list[str]) -> None:
-        self.answers, self.statements = answers, []
+        self.answers, self.statements, self.parameters = answers, [], []
         self.description = [(name,) for name in columns]
         self.timeUsedMs = 3
 
     def execute(self, sql: str, params: dict[str, Any]) -> None:
         self.statements.append(sql)
+        self.parameters.append(params)
 
     def fetchall(self) -> list[list[Any]]:
         return self.answers[len(self.statements) - 1]
@@ -69,16 +70,36 @@ def test_a_query_of_parts_must_say_how_its_rows_are_ordered(tmp_path: Path) -> N
         Query.load(tmp_path / "bad.sql")
 
 
-def test_the_library_runs_both_parts_of_orders_per_minute_and_sums_their_broker_time() -> None:
+def test_the_library_runs_the_parts_of_orders_per_minute_and_sums_their_broker_time() -> None:
     minute = 1_796_000_000_000
-    cursor = Cursor([[[minute, "placed", 1]], [[minute, "delivered", 2]]], ["minute", "status", "orders"])
+    answers = [[[minute, "placed", 1]], [[minute - 60_000, "cancelled", 3]], [[minute, "delivered", 2]]]
+    cursor = Cursor(answers, ["minute", "status", "orders"])
     result = run_query(cursor, "orders_per_minute", since="-1h")
-    assert [row[1:] for row in result.rows] == [["delivered", 2], ["placed", 1]]
-    assert result.broker_ms == 6
-    assert [("FROM orders" in s, "FROM order_events" in s) for s in cursor.statements] == [
+    assert [row[1:] for row in result.rows] == [["cancelled", 3], ["delivered", 2], ["placed", 1]]
+    assert result.broker_ms == 9
+    assert [("FROM orders" in s, "FROM order_ledger" in s) for s in cursor.statements] == [
         (True, False),
         (False, True),
+        (False, True),
     ]
+
+
+def test_the_state_tables_window_starts_on_the_next_whole_minute_after_now_minus_the_window() -> None:
+    settings = load_settings()
+    settings = settings.model_copy(update={"pinot": settings.pinot.model_copy(update={"realtime_window": "2d"})})
+    assert window_start(datetime(2026, 5, 3, 10, 17, 37, 500, UTC), settings) == datetime(
+        2026, 5, 1, 10, 18, tzinfo=UTC
+    )
+    assert window_start(datetime(2026, 5, 3, 10, 17, tzinfo=UTC), settings) == datetime(2026, 5, 1, 10, 17, tzinfo=UTC)
+
+
+def test_orders_per_minute_splits_at_the_window_start_the_library_computes() -> None:
+    cursor = Cursor([[], [], []], ["minute", "status", "orders"])
+    before = window_start(datetime.now(UTC), load_settings())
+    run_query(cursor, "orders_per_minute", since="-7d")
+    after = window_start(datetime.now(UTC), load_settings())
+    starts = {params["window_start"] for params in cursor.parameters}
+    assert len(starts) == 1 and before.timestamp() * 1000 <= starts.pop() <= after.timestamp() * 1000
 
 
 def test_the_table_prefix_names_a_test_s_own_tables() -> None:
