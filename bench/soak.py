@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pinotdb.exceptions
 import psycopg
+from confluent_kafka import KafkaException
 
 from connectors import kafka
 from connectors.pinot import Controller, broker_connection
@@ -112,7 +113,7 @@ def soak(days: int, peak_per_minute: float, window: str, restart: bool) -> int:
         ensure_stream_topics(settings.endpoints, codec)
         bootstrap = settings.endpoints.kafka_bootstrap_servers
         topics = [stream.topic for stream in codec.streams.values()]
-        wait_until(lambda: all(kafka.watermarks(bootstrap, t) for t in topics), 60, what="Kafka to list the topics")
+        wait_until(lambda: all(_listed(bootstrap, t) for t in topics), 60, what="Kafka to list the topics")
         # The first days are written with the window spanning them all; it then closes in day by day.
         apply(with_window(settings, days * 86_400 + window_s + 86_400))
         generator = Generator(db, seed=60, city_suffix=f"-{tag}")
@@ -149,6 +150,14 @@ def soak(days: int, peak_per_minute: float, window: str, restart: bool) -> int:
             relay.terminate()
             drop_tables_and_topics(settings, topic_prefix)
     return 0 if exact else 1
+
+
+def _listed(bootstrap: str, topic: str) -> bool:
+    """Kafka lists the topic's partitions and their leaders answer (a new topic's may not yet, under load)."""
+    try:
+        return bool(kafka.watermarks(bootstrap, topic))
+    except KafkaException:
+        return False
 
 
 def _events(db: str) -> int:
