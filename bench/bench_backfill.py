@@ -25,16 +25,17 @@ import psycopg
 
 from bench.stats import describe
 from pipeline.config import load_settings
+from pipeline.contract import catalog
 from pipeline.outbox.backfill import Backfill
 from tests.support.database import scratch_database
 from tests.support.workload import full_lifecycle
 from tests.support.writer import Writer
 
-OUTBOXES = ("order_service", "driver_service", "restaurant_service")
+OUTBOXES = tuple(catalog.outboxes(catalog.load()))
 # Every visible order as never counted by the order ledger (as 0015 lists them): its snapshot writes its entry.
 LIST_OUTSIDE_LEDGER = (
     "INSERT INTO order_service.orders_outside_ledger SELECT id FROM order_service.orders "
-    "WHERE announced OR item_count > 0 ON CONFLICT DO NOTHING"
+    "o WHERE order_service.is_visible(o) ON CONFLICT DO NOTHING"
 )
 
 

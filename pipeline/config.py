@@ -14,6 +14,7 @@ from typing import Self
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.contract import catalog
 from pipeline.errors import ConfigError
 
 
@@ -196,7 +197,7 @@ class PinotSettings(BaseSettings):
 class RelaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NIBBLE_RELAY_", extra="ignore")
 
-    outboxes: str = "order_service,driver_service,restaurant_service"
+    outboxes: str = Field(default_factory=lambda: ",".join(catalog.outboxes(catalog.load())))  # every stream's
     batch_size: int = Field(5000, ge=1, le=100_000)
     poll_interval_s: float = Field(1.0, gt=0, le=60)
     delivery_timeout_ms: int = Field(30_000, ge=1000)

@@ -34,12 +34,10 @@ from connectors import kafka
 from connectors.pinot import Controller, broker_connection
 from pipeline.analytics.tables import TASK_TYPE, TableSpec, desired_specs
 from pipeline.config import Settings
+from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
 from pipeline.errors import NibbleError, UsageError
 from pipeline.outbox.backfill import Backfill, unpublished_snapshots, visible_rows
-
-# aggregate_type -> the table a backfill walks (and PostgreSQL's row count for the state table)
-BACKFILL_TABLES = {"order": "orders", "delivery": "deliveries", "restaurant": "restaurants", "driver": "drivers"}
 
 
 class RebuildTimeout(NibbleError):
@@ -88,6 +86,7 @@ def rebuild(
     controller = Controller(endpoints.pinot_controller_url)
     topic = spec.table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"]
     aggregate = Codec(endpoints.topic_prefix).stream_for_topic(topic).aggregate_type
+    backfill_table = catalog.load()[aggregate].table_name  # the table a backfill walks, counted in PostgreSQL
     state_table = "upsertConfig" in spec.table
     marks = kafka.watermarks(endpoints.kafka_bootstrap_servers, topic)
     complete = all(first == 0 for first, _ in marks.values())
@@ -116,18 +115,17 @@ def rebuild(
     on_step(f"{spec.name}: created and answering")
 
     if source == "backfill":
-        table = BACKFILL_TABLES[aggregate]
-        Backfill(endpoints.database_url).run([table], restart=True)
-        on_step(f"{spec.name}: backfill of {table} written; waiting for the relay to publish it")
+        Backfill(endpoints.database_url).run([backfill_table], restart=True)
+        on_step(f"{spec.name}: backfill of {backfill_table} written; waiting for the relay to publish it")
         _wait(
-            lambda: unpublished_snapshots(endpoints.database_url, table) == 0,
+            lambda: unpublished_snapshots(endpoints.database_url, backfill_table) == 0,
             timeout_s,
-            f"the relay to publish the snapshots of {table} (is it running?)",
+            f"the relay to publish the snapshots of {backfill_table} (is it running?)",
         )
         marks = kafka.watermarks(endpoints.kafka_bootstrap_servers, topic)
     ends = {partition: end for partition, (_, end) in marks.items()}
     _wait(lambda: caught_up(controller.consumed_offsets(spec.name), ends), timeout_s, f"{spec.name} to read {topic}")
-    postgres = visible_rows(endpoints.database_url)[BACKFILL_TABLES[aggregate]] if state_table else None
+    postgres = visible_rows(endpoints.database_url)[backfill_table] if state_table else None
     return RebuildReport(spec.name, source, pinot_rows(settings, spec.name) or 0, postgres, time.monotonic() - started)
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from pipeline.analytics import rebuild, tables
 from pipeline.config import Settings
+from pipeline.contract import catalog
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,15 +47,20 @@ def _status(settings: Settings) -> None:
         f"{p.history_buffer} after they end, every {p.minion_schedule}"
     )
     print(
-        f"{'table':<22}{'keys':<8}{'realtime rows':>14}{'offline rows':>14}  {'time boundary':<18}"
+        f"{'table':<22}{'stream':<14}{'keys':<8}{'realtime rows':>14}{'offline rows':>14}  {'time boundary':<18}"
         f"{'oldest segment ends':<21}{'segments':>8}"
     )
+    streams = {
+        settings.pinot.table_prefix + table: stream.aggregate_type
+        for stream in catalog.load().values()
+        for table in stream.pinot_tables
+    }
     statuses = tables.table_status(settings)
     for t in statuses:
         offline = "-" if t.offline_rows is None else f"{t.offline_rows:,}"
         print(
-            f"{t.name:<22}{t.keys:<8}{t.realtime_rows:>14,}{offline:>14}  {_moment(t.boundary_ms):<18}"
-            f"{_moment(t.oldest_segment_end_ms):<21}{t.realtime_segments:>8}"
+            f"{t.name:<22}{streams.get(t.name, '-'):<14}{t.keys:<8}{t.realtime_rows:>14,}{offline:>14}  "
+            f"{_moment(t.boundary_ms):<18}{_moment(t.oldest_segment_end_ms):<21}{t.realtime_segments:>8}"
         )
     for kind in ("dedup", "upsert"):
         held = [t for t in statuses if t.keys == kind]

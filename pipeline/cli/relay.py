@@ -7,6 +7,7 @@ import json
 
 from pipeline import json_logging
 from pipeline.config import Settings
+from pipeline.contract import catalog
 from pipeline.errors import UsageError
 from pipeline.outbox import relay, supervisor
 
@@ -44,14 +45,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'outbox':<20}{'backlog':>9}{'oldest (s)':>12}{'dead':>6}{'lanes':>7}  lanes by relay pid")
+    streams: dict[str, list[str]] = {}
+    for stream in catalog.load().values():
+        streams.setdefault(stream.outbox, []).append(stream.aggregate_type)
+    print(f"{'outbox':<20}{'streams':<22}{'backlog':>9}{'oldest (s)':>12}{'dead':>6}{'lanes':>7}  lanes by relay pid")
     for row in rows:
         held = row["lanes_by_relay_pid"]
         holders = "; ".join(f"{pid}: {','.join(map(str, lanes))}" for pid, lanes in held.items()) or "none"
         if row["switching"]:
             holders = "lane-count switch in progress"
         counts = f"{row['backlog_rows']:>9}{row['oldest_age_s']:>12}{row['dead_letter_rows']:>6}{row['lane_count']:>7}"
-        print(f"{row['outbox']:<20}{counts}  {holders}")
+        print(f"{row['outbox']:<20}{','.join(streams.get(str(row['outbox']), ['-'])):<22}{counts}  {holders}")
     return 0
 
 

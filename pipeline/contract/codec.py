@@ -16,6 +16,7 @@ from typing import Any
 import fastavro
 import orjson
 
+from pipeline.contract import catalog
 from pipeline.contract.rows import OutboxRow
 from pipeline.contract.writers import Misfit, UnsupportedSchema, Writer, field_writer
 from pipeline.errors import NibbleError
@@ -137,19 +138,17 @@ class Codec:
     """Turns outbox rows into Kafka messages; one instance per relay, schemas parsed once."""
 
     def __init__(self, topic_prefix: str = "", schemas_dir: Path = AVRO_SCHEMAS) -> None:
-        registry = json.loads((schemas_dir / "streams.json").read_text())
         self.streams = {
             aggregate_type: Stream(
                 aggregate_type=aggregate_type,
-                topic=topic_prefix + entry["topic"],
+                topic=topic_prefix + entry.topic,
                 versions={
                     (version := SchemaVersion.load(path)).version: version
-                    for path in sorted((schemas_dir / entry["schema_dir"]).glob("v*.avsc"))
+                    for path in sorted((schemas_dir / entry.schema_dir).glob("v*.avsc"))
                 },
-                compacted=entry["compacted"],
+                compacted=entry.compacted,
             )
-            for aggregate_type, entry in registry.items()
-            if not aggregate_type.startswith("_")
+            for aggregate_type, entry in catalog.load(schemas_dir).items()
         }
 
     @property

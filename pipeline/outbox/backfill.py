@@ -22,6 +22,7 @@ from psycopg import sql
 
 from connectors import postgres
 from connectors.postgres import sql_file
+from pipeline.contract import catalog
 from pipeline.errors import NibbleError, UsageError
 
 LOCK_KEY = 0x6E62_6B66  # pg_try_advisory_lock key of a running backfill ("nbkf")
@@ -33,23 +34,26 @@ EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 @dataclass(frozen=True)
 class SnapshotTable:
-    name: str  # as the CLI and backfill_progress name it
-    schema: str
-    table: str
+    name: str  # as the CLI and backfill_progress name it: the source table's name
+    schema: str  # the outbox's service schema, where the snapshot function lives
+    source: tuple[str, str]  # the table walked: schema, table
     emit_function: str  # 0014's <schema>.emit_<aggregate>_snapshots(ids uuid[]) -> events written
     event_type: str  # of the snapshot events it writes
+    visible: str | None  # the SQL function of a source row saying whether analytics holds it; None: every row
 
 
+# Every stream with a snapshot (avro_schemas/streams.json), in backfill order.
 TABLES = {
-    t.name: t
-    for t in (
-        SnapshotTable(
-            "restaurants", "restaurant_service", "restaurants", "emit_restaurant_snapshots", "RestaurantSnapshot"
-        ),
-        SnapshotTable("drivers", "driver_service", "drivers", "emit_driver_snapshots", "DriverSnapshot"),
-        SnapshotTable("orders", "order_service", "orders", "emit_order_snapshots", "OrderSnapshot"),
-        SnapshotTable("deliveries", "driver_service", "deliveries", "emit_delivery_snapshots", "DeliverySnapshot"),
+    stream.table_name: SnapshotTable(
+        name=stream.table_name,
+        schema=stream.outbox,
+        source=(stream.source_table.split(".")[0], stream.table_name),
+        emit_function=stream.snapshot.function,
+        event_type=stream.snapshot.event_type,
+        visible=stream.snapshot.visible,
     )
+    for stream in catalog.snapshot_streams(catalog.load())
+    if stream.snapshot is not None  # always: snapshot_streams keeps those with one
 }
 
 
@@ -195,7 +199,7 @@ class Backfill:
 def visible_rows(database_url: str) -> dict[str, int]:
     """Per table, the rows a backfill writes a snapshot for (and Pinot's state table holds)."""
     with postgres.connect(database_url, "nibble-backfill") as conn:
-        return dict(conn.execute(_sql("backfill_visible_rows")).fetchall())
+        return {name: conn.execute(_sql("backfill_visible_rows", spec)).fetchone()[0] for name, spec in TABLES.items()}
 
 
 def unpublished_snapshots(database_url: str, table: str) -> int:
@@ -207,5 +211,7 @@ def unpublished_snapshots(database_url: str, table: str) -> int:
 
 
 def _sql(name: str, spec: SnapshotTable | None = None) -> sql.Composed:
-    fragments = {"table": sql.Identifier(spec.schema, spec.table)} if spec else {}
-    return sql_file(__package__, name, **fragments)
+    if spec is None:
+        return sql_file(__package__, name)
+    visible = sql.SQL("{}(t)").format(sql.Identifier(*spec.visible.split("."))) if spec.visible else sql.SQL("true")
+    return sql_file(__package__, name, table=sql.Identifier(*spec.source), visible=visible)

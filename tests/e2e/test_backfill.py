@@ -69,7 +69,7 @@ def backfill_run(services: Services) -> Iterator[tuple[Ingested, Comparison]]:
             forget_committed_events(conn)
             conn.execute(
                 "INSERT INTO order_service.orders_outside_ledger "
-                "SELECT id FROM order_service.orders WHERE announced OR item_count > 0"
+                "SELECT id FROM order_service.orders o WHERE order_service.is_visible(o)"
             )
             conn.commit()
             installed_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]

@@ -28,7 +28,7 @@ SELECT id::text, restaurant_id::text, restaurant_name, city, cuisine,
        CASE WHEN status = 'cancelled' THEN 0 ELSE (total * 100)::bigint END,
        CASE WHEN status = 'cancelled' THEN 0 ELSE (subtotal * 100)::bigint END,
        CASE WHEN status = 'cancelled' THEN 0 ELSE item_count END
-FROM order_service.orders WHERE announced OR item_count > 0
+FROM order_service.orders o WHERE order_service.is_visible(o)
 """
 # Per order and dimensions, the sums of its entries; a group that sums to nothing is a state that left.
 LEDGER = """

@@ -42,10 +42,11 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pipeline.analytics.queries import run_query
+from pipeline.contract import catalog
 from pipeline.devstack.generator import CITIES
 from pipeline.resources import PINOT
 
-OUTBOXES = ("order_service", "driver_service", "restaurant_service")
+OUTBOXES = tuple(catalog.outboxes(catalog.load()))
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,7 @@ STATE_TABLES = (
         "order_id",
         "order",
         "order_service.orders",
-        "(t.announced OR t.item_count > 0)",
+        "order_service.is_visible(t)",
         {
             "user_id": "t.user_id::text",
             "restaurant_id": "t.restaurant_id::text",
@@ -411,7 +412,7 @@ SELECT t.id::text AS order_id, t.restaurant_id::text AS restaurant_id, t.restaur
        CASE WHEN t.status = 'cancelled' THEN 0 ELSE {_cents("t.subtotal")} END AS subtotal_cents,
        CASE WHEN t.status = 'cancelled' THEN 0 ELSE t.item_count END AS items
 FROM order_service.orders t
-WHERE t.city = ANY(%(cities)s) AND (t.announced OR t.item_count > 0)
+WHERE t.city = ANY(%(cities)s) AND order_service.is_visible(t)
   AND NOT EXISTS (SELECT 1 FROM order_service.orders_outside_ledger l WHERE l.order_id = t.id)
 """
 LEDGER_GROUP = ("order_id", *LEDGER_DIMENSIONS, *LEDGER_DERIVED)
@@ -586,7 +587,7 @@ def ledger_ingested(ingested: Ingested) -> bool:
         "SELECT city, count(*), count(*) FILTER (WHERE status = 'cancelled'), "
         "coalesce(sum(total * 100) FILTER (WHERE status <> 'cancelled'), 0)::bigint, "
         "coalesce(sum(item_count) FILTER (WHERE status <> 'cancelled'), 0) "
-        "FROM order_service.orders WHERE city = ANY(%s) AND (announced OR item_count > 0) GROUP BY 1 ORDER BY 1",
+        "FROM order_service.orders o WHERE city = ANY(%s) AND order_service.is_visible(o) GROUP BY 1 ORDER BY 1",
         ingested.cities,
     )
     pinot = ingested.pinot_rows(

@@ -23,11 +23,12 @@ from connectors import postgres
 from connectors.pinot import Controller
 from pipeline.analytics.tables import TASK_TYPE, desired_specs
 from pipeline.config import Settings
+from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
 from pipeline.devstack.generator import CITIES, Generator, demand
 from pipeline.devstack.stack import LocalStack
 
-OUTBOXES = ("order_service", "driver_service", "restaurant_service")
+OUTBOXES = tuple(catalog.outboxes(catalog.load()))
 SHIFTED_CLOCK = (
     "clock_timestamp() + coalesce(nullif(current_setting('nibble.clock_offset', true), ''), '0 s')::interval"
 )

@@ -7,7 +7,7 @@ SELECT (floor(extract(epoch FROM o.placed_at) * 1000 / %(grain_ms)s) * %(grain_m
        coalesce(sum((o.subtotal * 100)::bigint) FILTER (WHERE o.status <> 'cancelled'), 0) AS subtotal_cents,
        coalesce(sum(o.item_count) FILTER (WHERE o.status <> 'cancelled'), 0) AS items
 FROM order_service.orders o
-WHERE (o.announced OR o.item_count > 0)
+WHERE order_service.is_visible(o)
   AND NOT EXISTS (SELECT 1 FROM order_service.orders_outside_ledger x WHERE x.order_id = o.id)
   AND o.placed_at >= %(since)s AND o.placed_at < %(until)s
   AND (%(cities)s::text[] IS NULL OR o.city = ANY (%(cities)s::text[]))

@@ -8,8 +8,8 @@ SELECT id::text,
        (subtotal * 100)::bigint AS subtotal_cents,
        (total * 100)::bigint AS total_cents,
        floor(extract(epoch FROM placed_at) * 1000)::bigint AS placed_at
-FROM order_service.orders
-WHERE (announced OR item_count > 0)
+FROM order_service.orders o
+WHERE order_service.is_visible(o)
   AND placed_at >= %(since)s AND placed_at < %(until)s
   AND (%(cities)s::text[] IS NULL OR city = ANY (%(cities)s::text[]))
   AND (%(ids)s::uuid[] IS NULL OR id = ANY (%(ids)s::uuid[]))
