@@ -9,8 +9,10 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from pipeline.contract import catalog
+
 SERVICES = ["user_service", "restaurant_service", "order_service", "driver_service", "admin_service"]
-EMITTING = ["order_service", "driver_service", "restaurant_service"]
+EMITTING = catalog.outboxes(catalog.load())
 OUTBOX_TABLES = {"outbox", "outbox_dead_letter"}
 
 
