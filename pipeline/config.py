@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 from typing import Self
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -244,3 +247,37 @@ def load_settings() -> Settings:
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return Settings(**groups)
+
+
+# The logins of migrations 0008 and 0021 (docs/security.md): one per service, named like its schema, and one
+# per tool. The superuser of NIBBLE_DATABASE_URL is for `nibble migrate` and the stack only.
+SERVICE_LOGINS = ("user_service", "restaurant_service", "order_service", "driver_service", "admin_service")
+TOOL_LOGINS = ("nibble_relay", "nibble_backfill", "nibble_dlq", "nibble_verify")
+
+
+def password_variable(role: str) -> str:
+    """Where a login's password may be given: NIBBLE_RELAY_PASSWORD, NIBBLE_ORDER_SERVICE_PASSWORD, ..."""
+    return f"NIBBLE_{role.removeprefix('nibble_').upper()}_PASSWORD"
+
+
+def password_file(state_dir: Path, role: str) -> Path:
+    """Where the local stack keeps the password it generated for `role` (mode 0600)."""
+    return state_dir.resolve() / "secrets" / f"{role}.password"
+
+
+def login_url(database_url: str, role: str) -> str:
+    """`database_url` (the superuser's) as the login `role`, with its password from NIBBLE_<ROLE>_PASSWORD
+    (docker-compose.yml's .env, a secret store), else from the local stack's file, else none."""
+    password = os.environ.get(password_variable(role))
+    if password is None:
+        path = password_file(StackSettings().state_dir, role)
+        password = path.read_text().strip() if path.exists() else ""
+    parts = urlsplit(database_url)
+    user = quote(role, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc.rpartition('@')[2]}"))
+
+
+def acting_user() -> str:
+    """Who a `nibble` command acts for, as the audit records it (`nibble.actor`): NIBBLE_ACTOR, else the OS
+    user."""
+    return os.environ.get("NIBBLE_ACTOR") or getpass.getuser()

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from connectors import postgres
+from pipeline.devstack.service_connections import ServiceConnections
 
 CITIES = {  # name: (latitude, longitude) of the centre
     "Berlin": (52.520, 13.405),
@@ -586,7 +586,7 @@ class Generator:
     def run_batch(self, orders: int, start: datetime, per_minute: int = 50) -> None:
         """Simulated time, as fast as the database goes: `per_minute` orders each simulated minute, every
         lifecycle played to its end. Deterministic for a seed."""
-        with postgres.connect(self.database_url, "nibble-generate", autocommit=False) as conn:
+        with ServiceConnections(self.database_url, "nibble-generate", "nibble generate") as conn:
             if not self.world.restaurants:
                 self.build_world(conn)
                 conn.commit()
@@ -610,7 +610,7 @@ class Generator:
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
         at = end - span
         placed, carry = 0, 0.0
-        with postgres.connect(self.database_url, "nibble-generate", autocommit=False) as conn:
+        with ServiceConnections(self.database_url, "nibble-generate", "nibble generate") as conn:
             if not self.world.restaurants:
                 # Enough drivers that a city's dinner peak keeps about half of them busy (a delivery
                 # takes 25-45 minutes from assignment): driver utilisation stays below 100 %.
@@ -639,13 +639,13 @@ class Generator:
         rate: float,
         duration_s: float,
         ticks_per_s: int = 1,
-        on_commit: Callable[[psycopg.Connection], None] | None = None,
+        on_commit: Callable[[ServiceConnections], None] | None = None,
     ) -> int:
         """Real time: about `rate` events/s for `duration_s` seconds, one commit per tick; returns orders.
         `on_commit` sees the connection after each commit (the freshness benchmark stamps commits there)."""
         orders_per_tick = rate / EVENTS_PER_ORDER / ticks_per_s
         placed, carry = 0, 0.0
-        with postgres.connect(self.database_url, "nibble-generate", autocommit=False) as conn:
+        with ServiceConnections(self.database_url, "nibble-generate", "nibble generate") as conn:
             if not self.world.restaurants:
                 self.build_world(conn)
                 conn.commit()

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from connectors import http, kafka, postgres
-from pipeline.config import Settings
+from pipeline.config import SERVICE_LOGINS, TOOL_LOGINS, Settings, password_file
 from pipeline.devstack import processes, superset
 from pipeline.devstack.processes import StackError
 from pipeline.errors import redact
@@ -238,7 +238,7 @@ class LocalStack:
                 self._wait_healthy(service)
         if (self.state / "postgres" / "needs-bootstrap").exists():
             self._bootstrap_postgres()
-        self._set_relay_password()
+        self._set_login_passwords()
 
     def _check_ports_free(self, service: Service) -> None:
         taken = _answering(service.ports)
@@ -468,19 +468,23 @@ class LocalStack:
                 conn.execute("CREATE DATABASE nibble")
         (self.state / "postgres" / "needs-bootstrap").unlink()
 
-    def _set_relay_password(self) -> None:
-        """Give `nibble_relay` the password generated for this stack (creating the role if no migration has
-        yet): replaces migration 0001's fixed word on older clusters. Sent as a literal, never logged."""
-        password = relay_password(self.settings)
+    def _set_login_passwords(self) -> None:
+        """Give each login (the relay, the services, the tools) the password generated for this stack, creating
+        the role if no migration has yet: replaces migration 0001's fixed word for the relay on older clusters.
+        Sent as literals, never logged."""
         with postgres.connect(self._admin_url(), "nibble-stack") as conn:
             # A failing statement is logged with its text (e.g. "tuple concurrently updated" when two stack
             # starts race): this session's statements never reach the server log.
             conn.execute("SET log_min_error_statement = panic")
             conn.execute("SET log_statement = 'none'")
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'nibble_relay'").fetchone()
-            verb = "ALTER" if exists else "CREATE"
-            role = sql.SQL("{} ROLE nibble_relay LOGIN PASSWORD {}").format(sql.SQL(verb), sql.Literal(password))
-            conn.execute(role)
+            for role in TOOL_LOGINS + SERVICE_LOGINS:
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+                verb = "ALTER" if exists else "CREATE"
+                conn.execute(
+                    sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                        sql.SQL(verb), sql.Identifier(role), sql.Literal(login_password(self.settings, role))
+                    )
+                )
 
     def _postgres_healthy(self) -> bool:
         try:
@@ -573,12 +577,11 @@ class LocalStack:
         return rows
 
 
-def relay_password(settings: Settings) -> str:
-    """The local stack's password for `nibble_relay`: generated on first use, kept with mode 0600 under
+def login_password(settings: Settings, role: str) -> str:
+    """The local stack's password for the login `role`: generated on first use, kept with mode 0600 under
     `<state dir>/secrets/` (created with that mode, never readable by others even for a moment)."""
-    secrets_dir = settings.stack.state_dir.resolve() / "secrets"
-    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = secrets_dir / "nibble_relay.password"
+    path = password_file(settings.stack.state_dir, role)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -586,6 +589,10 @@ def relay_password(settings: Settings) -> str:
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_urlsafe(32) + "\n")
     return path.read_text().strip()
+
+
+def relay_password(settings: Settings) -> str:
+    return login_password(settings, "nibble_relay")
 
 
 def newest_java(minimum: int, service: str) -> str:

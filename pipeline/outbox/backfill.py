@@ -22,6 +22,7 @@ from psycopg import sql
 
 from connectors import postgres
 from connectors.postgres import sql_file
+from pipeline.config import acting_user, login_url
 from pipeline.contract import catalog
 from pipeline.errors import NibbleError, UsageError
 
@@ -115,7 +116,9 @@ class Backfill:
         unknown = sorted(set(tables) - set(TABLES))
         if unknown:
             raise UsageError(f"unknown table {', '.join(unknown)}: choose from {', '.join(TABLES)}")
-        with postgres.connect(self.database_url, "nibble-backfill") as conn:
+        with _connect(self.database_url) as conn:
+            # Its runs are audited (0022) with the acting user, this session's only one.
+            conn.execute("SELECT set_config('nibble.actor', %s, false)", (acting_user(),))
             # A session lock: released when this process ends, however it ends.
             if not conn.execute(_sql("backfill_lock"), {"key": LOCK_KEY}).fetchone()[0]:
                 raise BackfillBusy("another nibble backfill is running on this database; let it finish or stop it")
@@ -198,16 +201,21 @@ class Backfill:
 
 def visible_rows(database_url: str) -> dict[str, int]:
     """Per table, the rows a backfill writes a snapshot for (and Pinot's state table holds)."""
-    with postgres.connect(database_url, "nibble-backfill") as conn:
+    with _connect(database_url) as conn:
         return {name: conn.execute(_sql("backfill_visible_rows", spec)).fetchone()[0] for name, spec in TABLES.items()}
 
 
 def unpublished_snapshots(database_url: str, table: str) -> int:
     """Snapshot events of `table` still in its outbox: the relay has not published them yet."""
     spec = TABLES[table]
-    with postgres.connect(database_url, "nibble-backfill") as conn:
+    with _connect(database_url) as conn:
         query = sql_file(__package__, "backfill_unpublished", outbox=sql.Identifier(spec.schema, "outbox"))
         return conn.execute(query, {"event_type": spec.event_type}).fetchone()[0]
+
+
+def _connect(database_url: str) -> psycopg.Connection:
+    """As the `nibble_backfill` login (migration 0021), whatever user `database_url` names."""
+    return postgres.connect(login_url(database_url, "nibble_backfill"), "nibble-backfill")
 
 
 def _sql(name: str, spec: SnapshotTable | None = None) -> sql.Composed:

@@ -25,6 +25,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.pinot import broker_connection
+from pipeline.config import login_url
 from pipeline.contract.codec import Codec
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
@@ -85,7 +86,7 @@ class Writer:
             cancelled = {order_id for order_id in pending if rng.random() < 0.05}
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(self.database_url, connect_timeout=3)
+                    conn = psycopg.connect(login_url(self.database_url, "order_service"), connect_timeout=3)
                 self._tick(conn, ids, pending, cancelled, tip=rng.choice([0, 1, 2.5]))
             except psycopg.Error:  # PostgreSQL away: this tick's changes are rolled back or never sent
                 self.failed_ticks += 1

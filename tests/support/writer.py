@@ -1,5 +1,6 @@
 """A production-like writer for tests and benchmarks: short transactions changing random existing orders
-and deliveries from a thread, timing each commit."""
+and deliveries from a thread, as their services (orders as order_service, deliveries as driver_service),
+timing each commit."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-import psycopg
+from pipeline.devstack.service_connections import ServiceConnections
 
 # One order or delivery per transaction, as a service would: a tip, or the next step of an order under way.
 TIP = "UPDATE order_service.orders SET tip = tip + 0.25 WHERE id = %s"
@@ -47,11 +48,12 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         try:
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
+            with ServiceConnections(self.database_url, "nibble-test-writer", "test writer") as conn:
                 while not self.stopping.is_set():
                     started = time.perf_counter()
                     statement, ids = self.rng.choice(self.changes)
                     conn.execute(statement, (self.rng.choice(ids),))
+                    conn.commit()
                     elapsed = time.perf_counter() - started
                     self.latencies_ms.append(elapsed * 1000)
                     time.sleep(max(0.0, self.interval - elapsed))

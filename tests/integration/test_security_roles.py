@@ -1,0 +1,146 @@
+"""A login per service and per tool (migration 0021): each service uses its own schema only, the tools only
+what their job needs, and the generator writes each service's tables as that service."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pipeline.config import SERVICE_LOGINS, login_url
+from pipeline.devstack.generator import Generator
+from pipeline.outbox import dlq
+from pipeline.outbox.backfill import Backfill
+
+EMITTING = ["order_service", "driver_service", "restaurant_service"]
+
+
+def refused(conn: psycopg.Connection, statement: sql.Composable | str) -> bool:
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+    return False
+
+
+@pytest.fixture
+def login(db: str) -> Iterator[dict[str, psycopg.Connection]]:
+    """A connection of `db` per login, opened on first use."""
+    opened: dict[str, psycopg.Connection] = {}
+
+    class Logins(dict[str, psycopg.Connection]):
+        def __missing__(self, role: str) -> psycopg.Connection:
+            opened[role] = psycopg.connect(login_url(db, role), autocommit=True)
+            return opened[role]
+
+    yield Logins()
+    for conn in opened.values():
+        conn.close()
+
+
+def tables(db: str, schemas: list[str]) -> list[tuple[str, str]]:
+    """The tables of `schemas`, but an extension's own (PostGIS's spatial_ref_sys is everyone's to read)."""
+    with psycopg.connect(db) as conn:
+        return conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%s) AND NOT EXISTS ("
+            "    SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+            "    AND d.deptype = 'e') "
+            "ORDER BY 1, 2",
+            (schemas,),
+        ).fetchall()
+
+
+def test_each_service_is_refused_every_other_schema(db: str, login: dict[str, psycopg.Connection]) -> None:
+    for service in SERVICE_LOGINS:
+        conn = login[service]
+        assert conn.execute("SELECT current_user").fetchone() == (service,)
+        others = tables(db, [s for s in SERVICE_LOGINS if s != service] + ["partman", "public"])
+        assert {schema for schema, _ in others} >= {"public"} | set(SERVICE_LOGINS) - {service}
+        for schema, table in others:
+            name = sql.Identifier(schema, table)
+            for statement in ("SELECT 1 FROM {} LIMIT 1", "INSERT INTO {} DEFAULT VALUES", "DELETE FROM {}"):
+                assert refused(conn, sql.SQL(statement).format(name)), f"{service}: {statement} {schema}.{table}"
+            assert refused(conn, sql.SQL("TRUNCATE {}").format(name)), f"{service}: TRUNCATE {schema}.{table}"
+
+
+def test_a_service_writes_its_own_tables_its_triggers_its_outbox_and_nothing_more(
+    db: str, login: dict[str, psycopg.Connection]
+) -> None:
+    orders = login["order_service"]
+    with orders.transaction():
+        order_id = orders.execute(
+            "INSERT INTO orders (user_id, restaurant_id, restaurant_name, city, cuisine, delivery_location) "
+            "VALUES (gen_random_uuid(), gen_random_uuid(), 'Pho 24', 'Berlin', 'vietnamese', "
+            "'SRID=4326;POINT(13.4 52.5)') RETURNING id"
+        ).fetchone()[0]
+        orders.execute(
+            "INSERT INTO order_items (order_id, menu_item_id, name, quantity, unit_price) "
+            "VALUES (%s, gen_random_uuid(), 'Pho bo', 2, 12.50)",
+            (order_id,),
+        )
+        orders.execute("UPDATE orders SET status = 'confirmed' WHERE id = %s", (order_id,))
+    with psycopg.connect(db) as conn:
+        events = conn.execute("SELECT count(*) FROM order_service.outbox WHERE aggregate_id = %s", (order_id,))
+        assert events.fetchone()[0] >= 2  # OrderPlaced, OrderStatusChanged (and ledger entries)
+    for statement in (
+        "SELECT 1 FROM order_service.outbox",
+        "DELETE FROM order_service.outbox",
+        "SELECT 1 FROM order_service.outbox_dead_letter",
+        "UPDATE order_service.order_status_history SET to_status = 'x'",
+        "DELETE FROM order_service.order_status_history",
+        "TRUNCATE order_service.orders",
+        "ALTER TABLE order_service.orders ADD COLUMN x int",
+        "DROP TABLE order_service.order_items",
+        "CREATE TABLE order_service.mine (id int)",
+    ):
+        assert refused(orders, statement), statement
+
+
+def test_the_tools_get_only_what_their_job_needs(db: str, login: dict[str, psycopg.Connection]) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO restaurant_service.restaurants (name, line1, city, location) "
+            "VALUES ('Pho 24', 'Main street 1', 'Berlin', 'SRID=4326;POINT(13.4 52.5)')"
+        )
+        conn.execute(
+            "INSERT INTO restaurant_service.outbox_dead_letter (position, event_id, aggregate_type, aggregate_id, "
+            "event_type, payload, schema_version, txid, occurred_at, error) "
+            "VALUES (1000000, gen_random_uuid(), 'restaurant', gen_random_uuid(), 'RestaurantUpdated', '{}', 1, "
+            "pg_current_xact_id(), now(), 'poison')"
+        )
+    # backfill: its snapshots through the owners' functions, never an outbox or a user directly
+    [progress] = Backfill(db).run(["restaurants"])
+    assert progress.finished and progress.events == 1
+    backfill = login["nibble_backfill"]
+    assert refused(backfill, "INSERT INTO restaurant_service.outbox DEFAULT VALUES")
+    assert refused(backfill, "SELECT 1 FROM user_service.users")
+    assert refused(backfill, "UPDATE restaurant_service.restaurants SET name = 'x'")
+    assert refused(backfill, "SELECT 1 FROM restaurant_service.outbox_dead_letter")
+    # dead-letter operator: its dead letters and the outbox's INSERT, no business table
+    assert len(dlq.list_dead_letters(db, EMITTING)) == 1
+    assert dlq.replay(db, EMITTING, "all") == 1
+    operator = login["nibble_dlq"]
+    assert refused(operator, "SELECT 1 FROM restaurant_service.restaurants")
+    assert refused(operator, "SELECT 1 FROM restaurant_service.outbox")
+    # verify: reads, never writes
+    verify = login["nibble_verify"]
+    assert verify.execute("SELECT count(*) FROM restaurant_service.restaurants").fetchone() == (1,)
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        verify.execute("DELETE FROM public.schema_migrations")
+    assert refused(verify, "SELECT 1 FROM user_service.users")
+
+
+def test_the_generator_writes_each_service_as_that_service(db: str) -> None:
+    generator = Generator(db, seed=4, city_suffix=f"-{uuid.uuid4().hex[:6]}")
+    generator.run_batch(30, datetime.now(UTC) - timedelta(hours=1), per_minute=15)
+    # a privilege taken from one service's login stops it: the generator is not the superuser
+    with psycopg.connect(db) as conn:
+        conn.execute("REVOKE INSERT ON driver_service.deliveries FROM driver_service")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        generator.run_batch(30, datetime.now(UTC), per_minute=15)
