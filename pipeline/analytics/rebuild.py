@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 
 import pinotdb.exceptions
 
-from connectors import kafka
+from connectors import kafka, postgres
 from connectors.pinot import Controller, broker_connection
 from pipeline.analytics.tables import TASK_TYPE, TableSpec, desired_specs
-from pipeline.config import Settings
+from pipeline.config import Settings, acting_user, login_url
 from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
 from pipeline.errors import NibbleError, UsageError
@@ -92,6 +92,7 @@ def rebuild(
     complete = all(first == 0 for first, _ in marks.values())
     source = refill_source(complete, state_table)
     on_step(f"{spec.name}: refill from {source} (topic {topic} {'complete' if complete else 'trimmed by retention'})")
+    record_run(endpoints.database_url, spec.name, source)
 
     realtime = f"{spec.name}_REALTIME"
     watermark = controller.task_watermark_ms(TASK_TYPE, realtime) if spec.offline is not None else None
@@ -127,6 +128,13 @@ def rebuild(
     _wait(lambda: caught_up(controller.consumed_offsets(spec.name), ends), timeout_s, f"{spec.name} to read {topic}")
     postgres = visible_rows(endpoints.database_url)[backfill_table] if state_table else None
     return RebuildReport(spec.name, source, pinot_rows(settings, spec.name) or 0, postgres, time.monotonic() - started)
+
+
+def record_run(database_url: str, table: str, source: str) -> None:
+    """Audit the rebuild with the acting user (migration 0022), as the `nibble_backfill` login its refill uses."""
+    with postgres.connect(login_url(database_url, "nibble_backfill"), "nibble-rebuild") as conn, conn.transaction():
+        conn.execute("SELECT set_config('nibble.actor', %s, true)", (acting_user(),))
+        conn.execute("SELECT audit.record_rebuild(%s, %s)", (table, source))
 
 
 def _moment(millis: int) -> str:

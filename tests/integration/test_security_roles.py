@@ -56,12 +56,14 @@ def tables(db: str, schemas: list[str]) -> list[tuple[str, str]]:
         ).fetchall()
 
 
-def test_each_service_is_refused_every_other_schema(db: str, login: dict[str, psycopg.Connection]) -> None:
+def test_each_service_is_refused_every_other_schema_and_every_audit_table(
+    db: str, login: dict[str, psycopg.Connection]
+) -> None:
     for service in SERVICE_LOGINS:
         conn = login[service]
         assert conn.execute("SELECT current_user").fetchone() == (service,)
-        others = tables(db, [s for s in SERVICE_LOGINS if s != service] + ["partman", "public"])
-        assert {schema for schema, _ in others} >= {"public"} | set(SERVICE_LOGINS) - {service}
+        others = tables(db, [s for s in SERVICE_LOGINS if s != service] + ["audit", "partman", "public"])
+        assert {schema for schema, _ in others} >= {"audit", "public"} | set(SERVICE_LOGINS) - {service}
         for schema, table in others:
             name = sql.Identifier(schema, table)
             for statement in ("SELECT 1 FROM {} LIMIT 1", "INSERT INTO {} DEFAULT VALUES", "DELETE FROM {}"):
@@ -128,19 +130,24 @@ def test_the_tools_get_only_what_their_job_needs(db: str, login: dict[str, psyco
     operator = login["nibble_dlq"]
     assert refused(operator, "SELECT 1 FROM restaurant_service.restaurants")
     assert refused(operator, "SELECT 1 FROM restaurant_service.outbox")
+    assert refused(operator, "SELECT 1 FROM audit.changes")
     # verify: reads, never writes
     verify = login["nibble_verify"]
     assert verify.execute("SELECT count(*) FROM restaurant_service.restaurants").fetchone() == (1,)
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         verify.execute("DELETE FROM public.schema_migrations")
     assert refused(verify, "SELECT 1 FROM user_service.users")
+    assert refused(verify, "SELECT 1 FROM audit.changes")
 
 
 def test_the_generator_writes_each_service_as_that_service(db: str) -> None:
-    generator = Generator(db, seed=4, city_suffix=f"-{uuid.uuid4().hex[:6]}")
-    generator.run_batch(30, datetime.now(UTC) - timedelta(hours=1), per_minute=15)
-    # a privilege taken from one service's login stops it: the generator is not the superuser
+    Generator(db, seed=4, city_suffix=f"-{uuid.uuid4().hex[:6]}").run_batch(
+        30, datetime.now(UTC) - timedelta(hours=1), per_minute=15
+    )
     with psycopg.connect(db) as conn:
-        conn.execute("REVOKE INSERT ON driver_service.deliveries FROM driver_service")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        generator.run_batch(30, datetime.now(UTC), per_minute=15)
+        logins = dict(conn.execute("SELECT subject, array_agg(DISTINCT login) FROM audit.changes GROUP BY 1"))
+        history = conn.execute("SELECT DISTINCT changed_by FROM order_service.order_status_history").fetchall()
+    assert logins["order"] == ["order_service"]
+    assert logins["payment"] == ["order_service"]
+    assert logins["driver"] == ["driver_service"]
+    assert history == [("nibble generate",)]
