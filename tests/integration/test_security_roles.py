@@ -3,6 +3,7 @@ what their job needs, and the generator writes each service's tables as that ser
 
 from __future__ import annotations
 
+import stat
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipeline.config import SERVICE_LOGINS, login_url
+from pipeline.config import SERVICE_LOGINS, TOOL_LOGINS, load_settings, login_url, password_file
 from pipeline.devstack.generator import Generator
 from pipeline.outbox import dlq
 from pipeline.outbox.backfill import Backfill
+from tests.support.services import Services
 
 EMITTING = ["order_service", "driver_service", "restaurant_service"]
 
@@ -151,3 +153,23 @@ def test_the_generator_writes_each_service_as_that_service(db: str) -> None:
     assert logins["payment"] == ["order_service"]
     assert logins["driver"] == ["driver_service"]
     assert history == [("nibble generate",)]
+
+
+def test_every_login_has_a_generated_password_kept_0600_and_set_on_its_role(services: Services) -> None:
+    state_dir = load_settings().stack.state_dir
+    with psycopg.connect(services.database_url) as conn:
+        verifiers = dict(conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolcanlogin").fetchall())
+    for role in SERVICE_LOGINS + TOOL_LOGINS:
+        path = password_file(state_dir, role)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, role
+        password = path.read_text().strip()
+        assert len(password) >= 32, role
+        assert verifiers[role].startswith("SCRAM-SHA-256$"), role
+        url = login_url(services.database_url, role)
+        assert url.startswith(f"postgresql://{role}:") and password in url  # quoted only if it must be
+
+
+def test_a_login_password_given_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIBBLE_DLQ_PASSWORD", "from/the:env")
+    url = login_url("postgresql://postgres:nibble@127.0.0.1:5432/nibble", "nibble_dlq")
+    assert url == "postgresql://nibble_dlq:from%2Fthe%3Aenv@127.0.0.1:5432/nibble"
