@@ -5,14 +5,15 @@ A scope (`Ingested`) is a database plus the cities its data lives in (a random s
 everything else the shared tables hold); every comparison is restricted to those cities.
 
 `compare(scope)` reads both sides and lists every difference by id:
-- the state tables (`orders`, `deliveries`, `drivers`, `restaurants`): one Pinot row per visible PostgreSQL
-  row, equal column by column: every schema column with a PostgreSQL source, converted as the triggers
-  convert (cents, epoch milliseconds, lat/lon of a geography), and the envelope (event id and type, outbox
-  position, transaction, time) of the aggregate's last committed event;
+- the state tables (`orders`, `deliveries`, `drivers`, `restaurants`, `support_tickets`): one Pinot row per
+  visible PostgreSQL row, equal column by column: every schema column with a PostgreSQL source, converted as
+  the triggers convert (cents, epoch milliseconds, lat/lon of a geography), and the envelope (event id and
+  type, outbox position, transaction, time) of the aggregate's last committed event;
 - the order ledger: per order, its entries net to one live slice, the order's dimensions with its measures
   (1 order, cancelled, GMV, subtotal, items); any other slice (a state that left) nets to zero;
-- the event tables (`order_events`, `delivery_events`, `order_ledger`): every committed event exactly once,
-  with its aggregate, type and envelope, and nothing else (no rolled-back work, no event never committed).
+- the event tables (`order_events`, `delivery_events`, `order_ledger`, `ticket_events`): every committed event
+  exactly once, with its aggregate, type and envelope, and nothing else (no rolled-back work, no event never
+  committed).
 
 The committed events are those `record_committed_events` recorded: a trigger on each outbox copies every
 event's envelope in the transaction that writes it, so the record holds exactly the committed events, after
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import product
@@ -307,6 +308,19 @@ class StateTable:
         return [self.key, *ENVELOPE, *self.columns]
 
 
+# A ticket with what the ticket stream reads of its order and its comments (its own alias `t`, like a table).
+TICKETS = """(
+    SELECT k.*, o.restaurant_id, o.city, c.comment_count, c.first_response_at
+    FROM admin_service.support_tickets k
+    LEFT JOIN order_service.orders o ON o.id = k.order_id
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS comment_count,
+               min(x.created_at) FILTER (WHERE NOT coalesce(x.is_internal, false) AND x.user_id <> k.user_id)
+                   AS first_response_at
+        FROM admin_service.ticket_comments x
+        WHERE x.ticket_id = k.id
+    ) c
+)"""
 STATE_TABLES = (
     StateTable(
         "orders",
@@ -397,10 +411,38 @@ STATE_TABLES = (
             "updated_at": _ms("t.updated_at"),
         },
     ),
+    StateTable(
+        "support_tickets",
+        "ticket",
+        "ticket_id",
+        "ticket",
+        TICKETS,
+        "true",
+        {
+            "user_id": "t.user_id::text",
+            "order_id": "t.order_id::text",
+            "restaurant_id": "t.restaurant_id::text",
+            "city": "t.city",
+            "status": "t.status",
+            "priority": "t.priority",
+            "assigned_to": "t.assigned_to::text",
+            "comment_count": "t.comment_count",
+            "created_at": _ms("t.created_at"),
+            "first_response_at": _ms("t.first_response_at"),
+            "resolved_at": _ms("t.resolved_at"),
+            "closed_at": _ms("CASE WHEN t.status = 'closed' THEN t.updated_at END"),
+            "updated_at": _ms("t.updated_at"),
+        },
+    ),
 )
 # Columns Pinot derives at ingestion from columns compared above (the drop-off and pickup points of the
-# radius query, from their lat/lon: checked by check_deliveries_within_radius).
-NOT_COMPARED = {"deliveries": {"pickup_point", "dropoff_point"}}
+# radius query, from their lat/lon: checked by check_deliveries_within_radius), and a ticket's last comment
+# author and visibility, which only its TicketCommented events carry (PostgreSQL cannot tell which comment an
+# event of a many-row statement was last for).
+NOT_COMPARED = {
+    "deliveries": {"pickup_point", "dropoff_point"},
+    "support_tickets": {"comment_author_id", "comment_is_internal"},
+}
 
 # The counted orders and what the ledger's entries of each must net to (docs/events.md, "The order ledger").
 LEDGER_PG = f"""
@@ -444,6 +486,7 @@ EVENT_TABLES = (
     EventTable("order_events", "order", "order_id"),
     EventTable("delivery_events", "delivery", "delivery_id"),
     EventTable("order_ledger", "order_ledger", "order_id"),
+    EventTable("ticket_events", "ticket", "ticket_id"),
 )
 
 
@@ -519,19 +562,22 @@ def compare_state(scope: Ingested, spec: StateTable, table: str | None = None) -
     return len(expected), diff_rows(table or spec.table, spec.noun, spec.key, expected, observed)
 
 
-def compare(scope: Ingested) -> Comparison:
-    """Every Pinot table against PostgreSQL, restricted to the scope's cities (one look, no waiting)."""
+def compare(scope: Ingested, tables: Collection[str] | None = None) -> Comparison:
+    """Every Pinot table (or those named in `tables`) against PostgreSQL, restricted to the scope's cities (one
+    look, no waiting)."""
     _require_record(scope)
     rows: dict[str, int] = {}
     differences: list[Difference] = []
     for spec in STATE_TABLES:
-        rows[spec.table], found = compare_state(scope, spec)
-        differences += found
-    expected = scope.pg_dicts(LEDGER_PG, cities=scope.cities)
-    observed = _pinot_dicts(scope, "order_ledger", list(LEDGER_GROUP), "order_id", len(expected), group=True)
-    rows["order_ledger (orders)"] = len(expected)
-    differences += diff_ledger(expected, observed)
-    for events in EVENT_TABLES:
+        if tables is None or spec.table in tables:
+            rows[spec.table], found = compare_state(scope, spec)
+            differences += found
+    if tables is None or "order_ledger" in tables:
+        expected = scope.pg_dicts(LEDGER_PG, cities=scope.cities)
+        observed = _pinot_dicts(scope, "order_ledger", list(LEDGER_GROUP), "order_id", len(expected), group=True)
+        rows["order_ledger (orders)"] = len(expected)
+        differences += diff_ledger(expected, observed)
+    for events in _event_tables(tables):
         expected = scope.pg_dicts(events.pg_query(), cities=scope.cities)
         observed = _pinot_dicts(scope, events.table, events.columns, "event_id", len(expected))
         rows[events.table] = len(expected)
@@ -539,7 +585,11 @@ def compare(scope: Ingested) -> Comparison:
     return Comparison(rows, differences)
 
 
-def events_counted(scope: Ingested) -> bool:
+def _event_tables(tables: Collection[str] | None) -> list[EventTable]:
+    return [events for events in EVENT_TABLES if tables is None or events.table in tables]
+
+
+def events_counted(scope: Ingested, tables: Collection[str] | None = None) -> bool:
     """Pinot's event tables hold as many events of the scope as PostgreSQL committed (a cheap look, to wait
     on before comparing row by row); False while Pinot does not answer."""
     want = dict(
@@ -549,7 +599,7 @@ def events_counted(scope: Ingested) -> bool:
         )
     )
     try:
-        for events in EVENT_TABLES:
+        for events in _event_tables(tables):
             [[count]] = scope.pinot_rows(f"SELECT COUNT(*) FROM {events.table} WHERE city IN ({scope.city_list})")
             if count != want.get(events.aggregate_type, 0):
                 return False
@@ -558,12 +608,13 @@ def events_counted(scope: Ingested) -> bool:
     return True
 
 
-def await_pinot(scope: Ingested, timeout_s: float = 300) -> Comparison:
-    """Wait until Pinot equals PostgreSQL for the scope or `timeout_s` passed; the last comparison."""
+def await_pinot(scope: Ingested, timeout_s: float = 300, tables: Collection[str] | None = None) -> Comparison:
+    """Wait until Pinot equals PostgreSQL for the scope (in `tables`, else every table) or `timeout_s` passed;
+    the last comparison."""
     deadline = time.monotonic() + timeout_s
     while True:
-        if events_counted(scope) or time.monotonic() >= deadline:
-            comparison = compare(scope)
+        if events_counted(scope, tables) or time.monotonic() >= deadline:
+            comparison = compare(scope, tables)
             if comparison.equal or time.monotonic() >= deadline:
                 return comparison
         time.sleep(1)
