@@ -72,6 +72,8 @@ class Endpoints(BaseSettings):
     verify_metrics_host: str = "127.0.0.1"
     # The schema registry's Confluent-compatible API (Apicurio: http://HOST:PORT/apis/ccompat/v7).
     schema_registry_url: str = ""
+    # The registry as Pinot's servers reach it (in docker-compose.yml: schema-registry:8081); default: as we do.
+    pinot_schema_registry_url: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -80,7 +82,9 @@ class Endpoints(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
-    @field_validator("pinot_controller_url", "pinot_broker_url", "superset_url", "schema_registry_url")
+    @field_validator(
+        "pinot_controller_url", "pinot_broker_url", "superset_url", "schema_registry_url", "pinot_schema_registry_url"
+    )
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
@@ -106,6 +110,9 @@ class Endpoints(BaseSettings):
                 "pinot_broker_url": self.pinot_broker_url or f"http://127.0.0.1:{stack.pinot_broker_port}",
                 "superset_url": self.superset_url or f"http://127.0.0.1:{stack.superset_port}",
                 "schema_registry_url": self.schema_registry_url
+                or f"http://127.0.0.1:{stack.schema_registry_port}/apis/ccompat/v7",
+                "pinot_schema_registry_url": self.pinot_schema_registry_url
+                or self.schema_registry_url
                 or f"http://127.0.0.1:{stack.schema_registry_port}/apis/ccompat/v7",
                 "pinot_kafka_broker_list": self.pinot_kafka_broker_list
                 or self.kafka_bootstrap_servers

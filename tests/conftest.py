@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from tests.support.database import scratch_database
-from tests.support.relay import RelayProcess
+from tests.support.relay import RelayProcess, delete_subjects
 from tests.support.services import Services, start_services
 
 
@@ -57,7 +57,7 @@ StartRelay = Callable[..., RelayProcess]
 @pytest.fixture
 def start_relay(services: Services, db: str, prefix: str) -> Iterator[StartRelay]:
     """Start relays on `db` publishing to `prefix` topics (extra NIBBLE_* settings as keyword arguments);
-    every one still running is killed after the test."""
+    every one still running is killed after the test, and the prefix's registry subjects deleted."""
     started: list[RelayProcess] = []
 
     def start(**settings: str) -> RelayProcess:
@@ -69,3 +69,5 @@ def start_relay(services: Services, db: str, prefix: str) -> Iterator[StartRelay
     for relay in started:
         if relay.running:
             relay.kill()
+    if started:
+        delete_subjects(prefix)

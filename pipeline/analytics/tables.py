@@ -2,8 +2,10 @@
 
 pinot/schemas/<table>.json and pinot/tables/<table>.json (the realtime part) are the desired state; a table
 with a pinot/offline/<table>.json is hybrid: the minion moves each closed bucket of its realtime part there.
-At apply time each table's stream config gets the Kafka address Pinot should use and, as its decoder schema,
-the newest Avro schema of its topic from avro_schemas/ (one source of truth for the contract), and the
+At apply time each table's stream config gets the Kafka address Pinot should use and its decoder, set here for
+every table: the project's wire-format decoder (pinot/decoder), the schema registry as Pinot reaches it and,
+as its reader schema, the newest Avro schema of its topic from avro_schemas/ (one source of truth for the
+contract), and the
 settings of `settings.pinot` fill in the window: the realtime retention, the minion's bucket, buffer and
 schedule, and the table-name prefix. Only what differs is sent.
 """
@@ -20,11 +22,12 @@ from typing import Any
 import pinotdb.exceptions
 
 from connectors.pinot import Controller, broker_connection, time_boundary
-from pipeline.config import PinotSettings, Settings, schedule_cron, span_seconds
+from pipeline.config import Endpoints, PinotSettings, Settings, schedule_cron, span_seconds
 from pipeline.contract.codec import Codec
 from pipeline.contract.topics import ensure_stream_topics
 from pipeline.resources import PINOT
 
+DECODER_CLASS = "com.nibble.pinot.WireFormatAvroDecoder"
 TASK_TYPE = "RealtimeToOfflineSegmentsTask"
 FLUSH_ROWS = "realtime.segment.flush.threshold.rows"
 FLUSH_TIME = "realtime.segment.flush.threshold.time"
@@ -84,6 +87,17 @@ def windowed(table: dict[str, Any], offline: dict[str, Any] | None, pinot: Pinot
         )
 
 
+def decoder_config(reader: dict[str, Any], first: dict[str, Any], endpoints: Endpoints) -> dict[str, str]:
+    """Every table's decoder: the project's (pinot/decoder) for Confluent's wire format, reading with the
+    stream's newest schema; unframed messages, from before the switch, were written with its v1."""
+    return {
+        "stream.kafka.decoder.class.name": DECODER_CLASS,
+        "stream.kafka.decoder.prop.schema": json.dumps(reader, separators=(",", ":")),
+        "stream.kafka.decoder.prop.schema.registry.url": endpoints.pinot_schema_registry_url,
+        "stream.kafka.decoder.prop.unframed.writer.schema": json.dumps(first, separators=(",", ":")),
+    }
+
+
 def desired_specs(settings: Settings, pinot_dir: Path = PINOT) -> list[TableSpec]:
     codec = Codec()  # unprefixed: the checked-in configs name the plain topics
     specs = []
@@ -94,8 +108,8 @@ def desired_specs(settings: Settings, pinot_dir: Path = PINOT) -> list[TableSpec
         offline = json.loads(offline_file.read_text()) if offline_file.exists() else None
         stream = table["tableIndexConfig"]["streamConfigs"]
         topic = stream["stream.kafka.topic.name"]
-        avro = codec.stream_for_topic(topic).latest.raw
-        stream["stream.kafka.decoder.prop.schema"] = json.dumps(avro, separators=(",", ":"))
+        versions = codec.stream_for_topic(topic).versions
+        stream.update(decoder_config(versions[max(versions)].raw, versions[1].raw, settings.endpoints))
         stream["stream.kafka.topic.name"] = settings.endpoints.topic_prefix + topic
         stream["stream.kafka.broker.list"] = settings.endpoints.pinot_kafka_broker_list
         windowed(table, offline, settings.pinot)
@@ -136,6 +150,11 @@ def _new_columns(desired: dict[str, Any], existing: dict[str, Any] | None) -> li
 def _column_names(schema: dict[str, Any]) -> set[str]:
     specs = ("dimensionFieldSpecs", "metricFieldSpecs", "dateTimeFieldSpecs")
     return {field["name"] for key in specs for field in schema.get(key, [])}
+
+
+def _decoding(table: dict[str, Any]) -> dict[str, str]:
+    stream = table["tableIndexConfig"]["streamConfigs"]
+    return {key: value for key, value in stream.items() if key.startswith("stream.kafka.decoder.")}
 
 
 def _change(kind: str, name: str, existing: object, diff: list[str]) -> str:
@@ -194,9 +213,17 @@ def apply(settings: Settings, dry_run: bool = False, pinot_dir: Path = PINOT) ->
         if spec.offline is not None:  # first: the realtime part's task writes into it
             existing_offline = controller.offline_table(spec.name)
             _put_part(controller, changes, "OFFLINE", spec.name, spec.offline, existing_offline, dry_run)
+        redecode = existing_table is not None and _decoding(spec.table) != _decoding(existing_table)
         if _put_part(controller, changes, "REALTIME", spec.name, spec.table, existing_table, dry_run):
             controller.wait_online(spec.name)  # queryable when apply returns
             _wait_queryable(settings, spec.name)
+        elif redecode:
+            # A consuming segment keeps the decoder it started with (0.11), and 0.11's forceCommit breaks an
+            # empty consuming segment of a dedup or upsert table: a server restart starts them again instead.
+            changes.append(
+                f"table {spec.name}: its consuming segments decode with the old decoder settings until they roll: "
+                "restart the Pinot servers before publishing what only the new settings read (docs/operations.md)"
+            )
     return changes
 
 

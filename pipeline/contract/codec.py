@@ -1,13 +1,17 @@
 """The Avro contracts of avro_schemas/ and the outbox row -> Kafka message conversion (docs/events.md).
 
-Values are plain schemaless Avro binary written with the schema version the outbox row names; consumers
-find that version in the `schema` and `schema_version` headers.
+Values are in Confluent's wire format: the magic byte 0, the registry's 4-byte big-endian id of the schema
+version the outbox row names, then that version's schemaless Avro binary; the `schema` and `schema_version`
+headers name the version too. Messages published before the switch to the wire format (and by a codec
+without a registry) are the Avro binary alone: every schema starts with the string `event_id`, whose first
+byte (its length) is never 0, so a reader tells the two apart by the first byte.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +29,18 @@ from pipeline.resources import AVRO_SCHEMAS
 ENVELOPE_FIELDS = ("event_id", "event_type", "occurred_at", "source_txid", "outbox_position")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+WIRE_MAGIC = 0
+WIRE_HEADER_BYTES = 5
+
+
+def wire_header(schema_id: int) -> bytes:
+    """Confluent's 5-byte header: magic byte 0 and the schema id, 4 bytes big-endian."""
+    return bytes([WIRE_MAGIC]) + schema_id.to_bytes(4, "big")
+
+
+def unframed(value: bytes) -> bytes:
+    """The Avro binary of a message value, with or without the wire-format header."""
+    return value[WIRE_HEADER_BYTES:] if value[:1] == bytes([WIRE_MAGIC]) else value
 
 
 class ContractError(NibbleError):
@@ -75,6 +91,9 @@ class SchemaVersion:
     @classmethod
     def load(cls, path: Path) -> SchemaVersion:
         raw = json.loads(path.read_text())
+        if not _starts_with_event_id(raw):
+            # Readers tell unframed messages from framed ones by the first byte (see the module's doc).
+            raise ContractError(f"{path}: the first field must be the string event_id (a uuid)")
         payload = [f for f in raw["fields"] if f["name"] not in ENVELOPE_FIELDS]
         full_name = f"{raw['namespace']}.{raw['name']}"
         version = int(path.stem.removeprefix("v"))
@@ -96,8 +115,9 @@ class SchemaVersion:
             headers=(("schema", full_name.encode()), ("schema_version", str(version).encode())),
         )
 
-    def write(self, row: OutboxRow, occurred_at_ms: int) -> bytes:
-        """The Avro binary of one event; raises PoisonEvent when its payload does not fit this version."""
+    def write(self, row: OutboxRow, occurred_at_ms: int, header: bytes = b"") -> bytes:
+        """`header` and the Avro binary of one event; raises PoisonEvent when its payload does not fit this
+        version."""
         payload = parse_payload(row.payload)
         keys = payload.keys()
         if not keys <= self.payload_fields:
@@ -112,7 +132,7 @@ class SchemaVersion:
         payload["occurred_at"] = occurred_at_ms
         payload["source_txid"] = row.txid
         payload["outbox_position"] = row.position
-        out = bytearray()
+        out = bytearray(header)
         try:
             for name, default, write in self.fields:
                 write(out, payload.get(name, default))
@@ -134,10 +154,27 @@ class Stream:
         return self.versions[max(self.versions)]
 
 
-class Codec:
-    """Turns outbox rows into Kafka messages; one instance per relay, schemas parsed once."""
+def _starts_with_event_id(raw: dict[str, Any]) -> bool:
+    first = raw["fields"][0]
+    kind = first["type"]
+    return first["name"] == "event_id" and isinstance(kind, dict) and kind == {"type": "string", "logicalType": "uuid"}
 
-    def __init__(self, topic_prefix: str = "", schemas_dir: Path = AVRO_SCHEMAS) -> None:
+
+SchemaIdLookup = Callable[["Stream", SchemaVersion], int]
+
+
+class Codec:
+    """Turns outbox rows into Kafka messages; one instance per relay, schemas parsed once.
+
+    With `schema_id` (the registry's id of a stream's version; pipeline/contract/subjects.py), values are in
+    the wire format and each version's id is asked once, when the version is first met; whatever the lookup
+    raises reaches the caller with nothing cached. Without it, values are the Avro binary alone."""
+
+    def __init__(
+        self, topic_prefix: str = "", schemas_dir: Path = AVRO_SCHEMAS, schema_id: SchemaIdLookup | None = None
+    ) -> None:
+        self.schema_id = schema_id
+        self.headers: dict[tuple[str, int], bytes] = {}  # (aggregate type, version) -> wire header
         self.streams = {
             aggregate_type: Stream(
                 aggregate_type=aggregate_type,
@@ -167,7 +204,10 @@ class Codec:
         if schema is None:
             raise PoisonEvent(f"no Avro schema {stream.topic} v{row.schema_version} in avro_schemas/")
         occurred_at_ms = (row.occurred_at - _EPOCH) // _MILLISECOND
-        value = schema.write(row, occurred_at_ms)
+        header = b""
+        if self.schema_id is not None:
+            header = self.headers.get((row.aggregate_type, row.schema_version)) or self._header(stream, schema)
+        value = schema.write(row, occurred_at_ms, header)
         return Message(
             topic=stream.topic,
             key=row.aggregate_id.encode(),
@@ -181,7 +221,13 @@ class Codec:
             ],
         )
 
+    def _header(self, stream: Stream, schema: SchemaVersion) -> bytes:
+        assert self.schema_id is not None
+        header = wire_header(self.schema_id(stream, schema))
+        self.headers[(stream.aggregate_type, schema.version)] = header
+        return header
+
     def decode(self, message_value: bytes, aggregate_type: str, version: int) -> dict[str, Any]:
-        """Read a message back with the schema its headers name (for tests, tools and consumers)."""
+        """Read a message back (framed or not) with the schema its headers name (for tests and tools)."""
         schema = self.streams[aggregate_type].versions[version].parsed
-        return fastavro.schemaless_reader(io.BytesIO(message_value), schema, schema)
+        return fastavro.schemaless_reader(io.BytesIO(unframed(message_value)), schema, schema)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.registry import Registry, RegistryError
-from pipeline.contract.codec import Codec, SchemaVersion, Stream
+from pipeline.contract.codec import Codec, SchemaIdLookup, SchemaVersion, Stream
 from pipeline.contract.compat import backward_incompatibilities
 from pipeline.errors import NibbleError
 
@@ -25,6 +25,10 @@ REFUSALS = (409, 422)
 
 class SchemaRefused(NibbleError):
     """A stream's schemas cannot be registered as they are; the message names the stream and the field."""
+
+
+class SchemaIdUnavailable(NibbleError):
+    """The registry cannot give a version's id now (it does not answer, or the version is not registered)."""
 
 
 def subject_name(topic: str) -> str:
@@ -74,6 +78,26 @@ def plan_subject(registry: Registry, stream: Stream) -> SubjectPlan:
             "are append-only: add a new vN.avsc instead"
         )
     return SubjectPlan(stream, subject, versions[: len(matched)], versions[len(matched) :])
+
+
+def registered_ids(registry: Registry) -> SchemaIdLookup:
+    """The Codec's look-up of a version's schema id: the id under the topic's subject, which must hold the
+    version as its own number (what `apply_subjects` registers)."""
+
+    def schema_id(stream: Stream, version: SchemaVersion) -> int:
+        subject = subject_name(stream.topic)
+        try:
+            found = registry.lookup(subject, schema_text(version))
+        except RegistryError as exc:
+            raise SchemaIdUnavailable(f"schema registry: {exc}") from None
+        if found is None or found.version != version.version:
+            raise SchemaIdUnavailable(
+                f"{subject} does not hold stream {stream.aggregate_type} v{version.version} as its version "
+                f"{version.version}: run `nibble schemas apply`"
+            )
+        return found.id
+
+    return schema_id
 
 
 def check(registry: Registry, plan: SubjectPlan) -> None:

@@ -31,7 +31,7 @@ from pipeline.config import SERVICE_LOGINS, TOOL_LOGINS, Settings, password_file
 from pipeline.devstack import processes, superset
 from pipeline.devstack.processes import StackError
 from pipeline.errors import redact
-from pipeline.resources import STACK_RECIPES
+from pipeline.resources import PINOT, STACK_RECIPES
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DEBIAN_PACKAGES = {
@@ -40,10 +40,12 @@ DEBIAN_PACKAGES = {
     "postgresql-15-postgis-3": Path("/usr/share/postgresql/15/extension/postgis.control"),
     "postgresql-15-partman": Path("/usr/share/postgresql/15/extension/pg_partman.control"),
     "openjdk-17-jre-headless": Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/java"),
+    "openjdk-17-jdk-headless": Path("/usr/lib/jvm/java-17-openjdk-amd64/bin/javac"),  # builds the Pinot decoder
     "maven": Path("/usr/bin/mvn"),
     "redis-server": Path(superset.REDIS_SERVER),
 }
-JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
+JAVA_HOME = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+JAVA = str(JAVA_HOME / "bin" / "java")
 # Pinot 0.11 reflects into JDK internals; these are the opens its own test runs pass on Java 17.
 JAVA_OPENS = [
     f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
@@ -292,6 +294,8 @@ class LocalStack:
 
     def _start_java(self, name: str, runtime: str) -> None:
         classpath = self._classpath(runtime)
+        if name == "pinot-server":  # the one role that decodes Kafka messages
+            classpath = f"{self._pinot_decoder()}:{classpath}"
         arguments = self._kafka_arguments(classpath) if name == "kafka" else self._pinot_arguments(name)
         log4j = STACK_RECIPES / runtime / "log4j2.properties"
         heap = HEAPS[name]
@@ -299,6 +303,20 @@ class LocalStack:
         command += [f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, *arguments]
         service = self.by_name[name]
         processes.spawn(command, service.log_file, service.pid_file, cwd=self.state)
+
+    def _pinot_decoder(self) -> Path:
+        """The project's decoder jar (pinot/decoder), built by Maven under the state dir when its sources are
+        newer than the jar."""
+        project = PINOT / "decoder"
+        out = self.state / "pinot-decoder"
+        jar = out / "nibble-pinot-decoder.jar"
+        sources = [project / "pom.xml", *(project / "src").rglob("*.java")]
+        if jar.exists() and jar.stat().st_mtime >= max(source.stat().st_mtime for source in sources):
+            return jar
+        self.report("pinot-server: building the wire-format decoder (pinot/decoder)")
+        command = ["mvn", "-B", "-q", "-f", str(project / "pom.xml"), "package", f"-Dout={out}"]
+        processes.run(command, "pinot decoder: mvn package", env={**os.environ, "JAVA_HOME": str(JAVA_HOME)})
+        return jar
 
     def _start_registry(self) -> None:
         """Apicurio Registry from its Maven Central tar.gz (untarred once under the state dir), schemas in a

@@ -20,9 +20,11 @@ import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors import kafka, postgres
+from connectors.registry import Registry
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec, Message
 from pipeline.contract.rows import OutboxRow
+from pipeline.contract.subjects import SchemaIdUnavailable, registered_ids
 from pipeline.contract.topics import ensure_stream_topics
 from pipeline.errors import NibbleError, redact
 from pipeline.outbox import batch, lanes, metrics
@@ -34,6 +36,7 @@ APPLICATION_NAME = "nibble-relay"  # how relays count each other in pg_stat_acti
 BACKLOG_REFRESH_S = 5.0
 REBALANCE_S = 1.0
 MAX_BACKOFF_S = 30.0
+REGISTRY_TIMEOUT_S = 5.0
 STOP_GRACE_S = 5.0  # after SIGTERM, how long a batch in flight may still wait for Kafka before it is abandoned
 
 
@@ -48,7 +51,9 @@ class DeliveryFailed(Exception):
 class Relay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.codec = Codec(settings.endpoints.topic_prefix)
+        # Each schema version's registry id is looked up when the relay first meets it, then cached.
+        registry = Registry(settings.endpoints.schema_registry_url, timeout_s=REGISTRY_TIMEOUT_S)
+        self.codec = Codec(settings.endpoints.topic_prefix, schema_id=registered_ids(registry))
         self.stores = {schema: OutboxStore(schema) for schema in settings.relay.outbox_schemas}
         self.health = metrics.Health()
         self.stopping = False
@@ -102,6 +107,12 @@ class Relay:
             except (DeliveryFailed, KafkaException) as exc:
                 metrics.ERRORS.labels("kafka").inc()
                 log.warning("Kafka unavailable; backlog kept in PostgreSQL", extra={"error": str(exc)})
+                self._refresh_backlog_without_kafka()
+                backoff = self._sleep_backoff(backoff)
+            except SchemaIdUnavailable as exc:
+                # Raised while a batch is encoded, before any of it is sent: its rows stay in the outbox.
+                metrics.ERRORS.labels("registry").inc()
+                log.warning("schema id unavailable; backlog kept in PostgreSQL", extra={"error": str(exc)})
                 self._refresh_backlog_without_kafka()
                 backoff = self._sleep_backoff(backoff)
         if self.producer is not None:

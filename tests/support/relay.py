@@ -10,7 +10,24 @@ import subprocess
 import sys
 import tempfile
 
+from connectors.registry import Registry
+from pipeline.config import load_settings
+from pipeline.contract.codec import Codec
+from pipeline.contract.subjects import apply_subjects, subject_name
 from tests.support.services import Services
+
+
+def register_subjects(prefix: str) -> None:
+    """The prefix's topics' subjects in the schema registry, as `nibble schemas apply` registers them: the
+    relay frames every message with its version's registry id."""
+    apply_subjects(Registry(load_settings().endpoints.schema_registry_url), Codec(prefix))
+
+
+def delete_subjects(prefix: str) -> None:
+    if prefix:  # never the stack's own subjects
+        registry = Registry(load_settings().endpoints.schema_registry_url)
+        for topic in Codec(prefix).topics:
+            registry.delete_subject(subject_name(topic))
 
 
 class RelayProcess:
@@ -19,6 +36,7 @@ class RelayProcess:
     asks for a supervisor of several."""
 
     def __init__(self, services: Services, db: str, prefix: str = "", processes: int = 1, **settings: str) -> None:
+        register_subjects(prefix)
         env = {
             **os.environ,
             **services.environ(),
