@@ -19,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from confluent_kafka.admin import AdminClient
 
-from connectors import postgres
 from connectors.pinot import Controller
 from pipeline.analytics.tables import TASK_TYPE, desired_specs
-from pipeline.config import Settings
+from pipeline.config import SERVICE_LOGINS, Settings
 from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
 from pipeline.devstack.generator import CITIES, Generator, demand
+from pipeline.devstack.service_connections import ServiceConnections
 from pipeline.devstack.stack import LocalStack
 
 OUTBOXES = tuple(catalog.outboxes(catalog.load()))
@@ -48,7 +48,7 @@ def write_span(generator: Generator, start: datetime, end: datetime, peak_per_mi
     due after `end` stay scheduled (the next span writes them; orders placed last are still under way).
     Returns the orders placed."""
     at, placed, carry = start.replace(second=0, microsecond=0), 0, 0.0
-    with postgres.connect(generator.database_url, "nibble-history", autocommit=False) as conn:
+    with ServiceConnections(generator.database_url, "nibble-history", "nibble generate") as conn:
         if not generator.world.restaurants:
             # Enough drivers that a city's dinner peak keeps about half of them busy (as run_history).
             generator.build_world(conn, drivers_per_city=max(15, math.ceil(peak_per_minute / len(CITIES) * 80)))
@@ -72,15 +72,17 @@ def write_span(generator: Generator, start: datetime, end: datetime, peak_per_mi
 
 def finish(generator: Generator, until: datetime) -> None:
     """Write the steps due up to `until` (at the real clock: `until` is now or before)."""
-    with postgres.connect(generator.database_url, "nibble-history", autocommit=False) as conn:
+    with ServiceConnections(generator.database_url, "nibble-history", "nibble generate") as conn:
         _clock(conn, until)
         generator.advance(conn, until)
         conn.commit()
 
 
-def _clock(conn: psycopg.Connection, at: datetime) -> None:
+def _clock(conn: ServiceConnections, at: datetime) -> None:
+    """Every service's outbox clock (each writes its own outbox, as its own login)."""
     offset = (at - datetime.now(UTC)).total_seconds()
-    conn.execute(f"SET nibble.clock_offset = '{offset:.3f} s'")  # a number we computed, never user text
+    for service in SERVICE_LOGINS:
+        conn.of(service).execute(f"SET nibble.clock_offset = '{offset:.3f} s'")  # a number we computed
 
 
 class MinionKiller(threading.Thread):
