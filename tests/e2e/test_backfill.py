@@ -36,6 +36,7 @@ from tests.support.exactness import (
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
+from tests.support.ticket_queries import TICKET_QUERY_CHECKS
 from tests.support.writer import Writer
 
 ORDERS = 50_000
@@ -126,10 +127,13 @@ def test_snapshots_are_not_counted_as_steps(backfilled: Ingested) -> None:
     assert snapshots >= ORDERS and placed == 0, "every order arrived as a snapshot, none as a placement"
 
 
+CHECKS = {**QUERY_CHECKS, **TICKET_QUERY_CHECKS}
+
+
 def test_every_library_query_is_checked() -> None:
-    assert set(QUERY_CHECKS) == set(library())
+    assert set(CHECKS) == set(library())
 
 
-@pytest.mark.parametrize("name", sorted(QUERY_CHECKS))
+@pytest.mark.parametrize("name", sorted(CHECKS))
 def test_library_query_equals_postgres(backfilled: Ingested, name: str) -> None:
-    QUERY_CHECKS[name](backfilled)
+    CHECKS[name](backfilled)

@@ -4,7 +4,8 @@ Generated activity in a closed window of its own, months back (random, so no cac
 data there), goes through the real pipeline (triggers, relay, Kafka, Pinot). Each dashboard is opened with
 its time-range filter set to that window: every chart must render (no error box, something drawn), a
 screenshot is saved per dashboard, and for charts of every dashboard the numbers the browser received
-from Superset's chart data API must equal the query library's answer from Pinot for the same window.
+from Superset's chart data API must equal the query library's answer from Pinot for the same window. The
+Support dashboard gets a day of its own (tickets resolved in it, and tickets still open).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +42,7 @@ from tests.support.exactness import Ingested, ledger_ingested
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
+from tests.support.ticket_queries import tickets_ingested
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -281,3 +284,94 @@ def test_every_dashboard_renders_and_shows_what_pinot_answers(
     library_top = [(name, city, gmv / 100, orders) for _, name, city, gmv, orders in top.rows]
     assert [(n, c, o) for n, c, _, o in chart_top] == [(n, c, o) for n, c, _, o in library_top]
     assert all(close(a[2], b[2]) for a, b in zip(chart_top, library_top, strict=True))
+
+
+@pytest.fixture(scope="module")
+def support_window(services: Services) -> Iterator[Window]:
+    """The Support dashboard's own day, months back: two hours of orders whose tickets ran their course (resolved
+    within the day), then more orders written up to its fifth hour, so tickets are still open, some unanswered."""
+    tables.apply(services.settings())
+    start = (datetime.now(UTC) - timedelta(days=random.randint(30, 300))).replace(hour=0, minute=0, second=0)
+    start = start.replace(microsecond=0)
+    with scratch_database(services.database_url, "support", migrated=True) as db:
+        suffix = f"-{uuid.uuid4().hex[:6]}"
+        generator = Generator(db, city_suffix=suffix)  # no seed: Pinot's upsert tables keep an id's earlier row
+        generator.run_batch(ORDERS, start, per_minute=5)
+        at = start + timedelta(minutes=120)
+        with psycopg.connect(db) as conn:
+            while at < start + timedelta(minutes=240):
+                generator.advance(conn, at)
+                generator.place(conn, 20, at)
+                at += timedelta(minutes=2)
+            generator.advance(conn, start + timedelta(minutes=300))
+        cities = sorted({r.city for r in generator.world.restaurants})
+        relay = RelayProcess(services, db)
+        try:
+            cursor = broker_connection(services.pinot_broker_url).cursor()
+            scope = Ingested(db, cities, start, start + timedelta(days=1), cursor)
+            wait_until(lambda: tickets_ingested(scope), 300, what="Pinot to hold every ticket as PostgreSQL does")
+        finally:
+            relay.terminate()
+        yield Window(start, start + timedelta(days=1), cities)
+
+
+def test_the_support_dashboard_renders_and_shows_what_pinot_answers(
+    services: Services, support_window: Window, superset: dashboards.Superset, browser: webdriver.Chrome
+) -> None:
+    seconds = open_dashboard(browser, superset.url, "support", support_window)
+    time.sleep(ANIMATION_S)
+    shots = screenshot_dir(services)
+    browser.save_screenshot(str(shots / "support.png"))
+    problems = chart_problems(browser)
+    assert not problems, f"dashboard support: {problems} (screenshot: {shots / 'support.png'})"
+    received = received_chart_data(browser)
+    print(f"dashboard support: rendered in {seconds:.1f} s, screenshot {shots / 'support.png'}")
+    ids = chart_ids(superset)
+    cursor = broker_connection(services.pinot_broker_url).cursor()
+
+    # Open tickets by priority and age: the library's rows per city, added up (the chart shows all cities),
+    # and the window's tickets about no order (no city), read from Pinot: months old, all over 24 h.
+    since_ms, until_ms = (int(moment.timestamp() * 1000) for moment in (support_window.since, support_window.until))
+    window_sql = f"created_at >= {since_ms} AND created_at < {until_ms} AND status IN ('open', 'in_progress')"
+    library: Counter[tuple[str, str]] = Counter()
+    for city in support_window.cities:
+        for priority, age, tickets, _ in run_query(cursor, "open_tickets", city=city).rows:
+            library[priority, age] += tickets
+    cursor.execute(
+        f"SELECT priority, COUNT(*) FROM support_tickets WHERE order_id = 'null' AND {window_sql} GROUP BY priority"
+    )
+    for priority, tickets in cursor.fetchall():
+        library[priority, "over 24 h"] += tickets
+    chart = {
+        (row["priority"], age): tickets
+        for row in rows_of(received[ids["open_tickets"]])
+        for age, tickets in row.items()
+        if age != "priority" and tickets is not None
+    }
+    assert chart == dict(library) and chart
+
+    # Resolution time p50/p90 by priority over the tickets resolved in the window.
+    times = run_query(cursor, "ticket_response_times", since=support_window.since, until=support_window.until)
+    resolution = {p: (n, p50, p90) for p, measure, n, p50, p90 in times.rows if measure == "resolution"}
+    chart_times = {
+        r["priority"]: (r["tickets"], r["resolution_p50_minutes"], r["resolution_p90_minutes"])
+        for r in rows_of(received[ids["ticket_response_times"]])
+    }
+    assert chart_times.keys() == resolution.keys() and chart_times
+    for priority, (n, p50, p90) in resolution.items():
+        assert chart_times[priority][0] == n
+        assert close(chart_times[priority][1], p50) and close(chart_times[priority][2], p90)
+
+    # The oldest unanswered tickets: the library's, all cities together, and those about no order, oldest first.
+    oldest = [
+        (created_at, ticket)
+        for city in support_window.cities
+        for ticket, *_, created_at, _ in run_query(cursor, "oldest_unanswered_tickets", city=city).rows
+    ]
+    cursor.execute(
+        "SELECT ticket_id, created_at FROM support_tickets WHERE order_id = 'null' "
+        f"AND first_response_at < created_at AND {window_sql} LIMIT 1000"
+    )
+    oldest += [(datetime.fromtimestamp(created_at / 1000, UTC), ticket) for ticket, created_at in cursor.fetchall()]
+    chart_oldest = [r["ticket_id"] for r in rows_of(received[ids["oldest_unanswered_tickets"]])]
+    assert chart_oldest == [ticket for _, ticket in sorted(oldest)[:20]] and chart_oldest

@@ -46,6 +46,7 @@ from tests.support.load import end_offsets, event_ids
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
+from tests.support.ticket_queries import TICKET_QUERY_CHECKS
 
 ORDERS = 3000
 KILL_TRIES = 20
@@ -163,10 +164,13 @@ def test_pinot_equals_postgres_row_by_row_with_every_event_once(run: Run) -> Non
     assert run.comparison.rows["orders"] > ORDERS and run.comparison.rows["deliveries"] > 0
 
 
+CHECKS = {**QUERY_CHECKS, **TICKET_QUERY_CHECKS}
+
+
 def test_every_library_query_is_checked() -> None:
-    assert set(QUERY_CHECKS) == set(library())
+    assert set(CHECKS) == set(library())
 
 
-@pytest.mark.parametrize("name", sorted(QUERY_CHECKS))
+@pytest.mark.parametrize("name", sorted(CHECKS))
 def test_library_query_equals_postgres(ingested: Ingested, name: str) -> None:
-    QUERY_CHECKS[name](ingested)
+    CHECKS[name](ingested)

@@ -130,6 +130,7 @@ LEDGER_QUERIES = {
     "gmv_by_city",
     "gmv_by_cuisine",
     "gmv_by_restaurant",
+    "tickets_per_1000_orders",
     "top_restaurants",
 }
 
