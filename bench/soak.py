@@ -239,7 +239,7 @@ def _exact(scope: Ingested) -> bool:
         try:
             check(scope)
         except AssertionError as exc:
-            failed.append(f"query {name}: {str(exc).splitlines()[0]}")
+            failed.append(f"query {name}: {(str(exc).splitlines() or ['differs'])[0]}")
     days = (scope.until - scope.since).days
     if failed:
         print("\nexactness: FAILED\n  " + "\n  ".join(failed))
