@@ -15,7 +15,6 @@ restricted to them.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -24,17 +23,14 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
 
 from connectors.pinot import broker_connection
 from pipeline.analytics.queries import library
 from pipeline.analytics.tables import apply
 from pipeline.contract.codec import Codec
-from pipeline.contract.rows import OutboxRow
 from pipeline.devstack.generator import CITIES, Generator
 from tests.support.database import scratch_database
 from tests.support.exactness import (
-    OUTBOXES,
     QUERY_CHECKS,
     Comparison,
     Ingested,
@@ -45,17 +41,13 @@ from tests.support.exactness import (
 from tests.support.load import end_offsets, event_ids
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
+from tests.support.resend import kill_mid_batch, send_waiting_events
 from tests.support.services import Services
 from tests.support.ticket_queries import TICKET_QUERY_CHECKS
 
 ORDERS = 3000
-KILL_TRIES = 20
 FORCED_RESENDS = 10
 BATCH = 500  # the tail of each partition read per try holds any batch in flight
-OUTBOX_ROWS = (
-    "SELECT position, event_id::text, aggregate_type, aggregate_id::text, event_type, payload::text, "
-    "schema_version, txid::text::bigint, occurred_at FROM {}.outbox ORDER BY position LIMIT %s"
-)
 
 
 @dataclass(frozen=True)
@@ -66,44 +58,6 @@ class Run:
     forced: bool  # the test sent them itself: no try caught a batch in flight
     tries: int
     copies: Counter[str]  # of each of those events in Kafka after the kill, once the restarted relay drained
-
-
-def waiting_events(db: str) -> set[str]:
-    with psycopg.connect(db) as conn:
-        return {
-            event_id
-            for schema in OUTBOXES
-            for (event_id,) in conn.execute(f"SELECT event_id::text FROM {schema}.outbox")
-        }
-
-
-def send_waiting_events(services: Services, db: str, count: int) -> set[str]:
-    """Publish the first `count` rows of the order outbox behind the relay's back, as a relay killed after
-    Kafka's acknowledgement and before its delete would have; returns their event ids."""
-    with psycopg.connect(db) as conn:
-        rows = [OutboxRow(*row) for row in conn.execute(OUTBOX_ROWS.format("order_service"), (count,))]
-    codec = Codec()
-    producer = Producer({"bootstrap.servers": services.kafka_bootstrap})
-    for message in map(codec.encode, rows):
-        producer.produce(message.topic, message.value, message.key, headers=message.headers)
-    assert producer.flush(30) == 0
-    return {row.event_id for row in rows}
-
-
-def kill_mid_batch(
-    relay: RelayProcess, services: Services, db: str, start: dict[str, dict[int, int]]
-) -> tuple[set[str], int]:
-    """kill -9 the relay while Kafka holds events the outbox still has; returns those events and the tries."""
-    for attempt in range(1, KILL_TRIES + 1):
-        relay.pause()
-        acknowledged = waiting_events(db) & set(event_ids(services.kafka_bootstrap, start, tail=2 * BATCH))
-        if acknowledged:
-            relay.kill()
-            return acknowledged, attempt
-        relay.resume()
-        time.sleep(0.05 * attempt)  # land elsewhere in the relay's cycle
-    relay.kill()
-    return set(), KILL_TRIES
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +81,10 @@ def run(services: Services) -> Iterator[Run]:
         try:
             total = backlog(db)
             wait_until(lambda: backlog(db) < total * 0.7, 60, what="the first relay to be mid-stream")
-            resent, tries = kill_mid_batch(relays[0], services, db, offsets)
+            resent, tries = kill_mid_batch(relays[0], services.kafka_bootstrap, db, offsets, 2 * BATCH)
             forced = not resent
             if forced:
-                resent = send_waiting_events(services, db, FORCED_RESENDS)
+                resent = send_waiting_events(services.kafka_bootstrap, db, "order_service", FORCED_RESENDS)
             after_kill = {topic: end_offsets(services.kafka_bootstrap, topic) for topic in offsets}
             relays.append(RelayProcess(services, db, relay_batch_size=str(BATCH)))
             wait_until(lambda: backlog(db) == 0, 120, what="the restarted relay to drain every outbox")

@@ -10,7 +10,6 @@ random suffix), and its tickets about no order are compared by id.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +17,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
 
 from connectors.pinot import broker_connection
 from pipeline.analytics.tables import apply
 from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
-from pipeline.contract.rows import OutboxRow
 from pipeline.devstack.generator import CITIES
 from pipeline.outbox.backfill import Backfill
 from tests.support.database import scratch_database
@@ -32,12 +29,12 @@ from tests.support.exactness import Comparison, Ingested, await_pinot, backlog, 
 from tests.support.load import end_offsets, event_ids
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
+from tests.support.resend import kill_mid_batch, send_waiting_events
 from tests.support.services import Services
 
 ORDERS = 1200  # one ticket each
 NO_ORDER = 40  # tickets about the account
 BATCH = 200
-KILL_TRIES = 20
 FORCED_RESENDS = 10
 TOPIC = Codec().streams["ticket"].topic
 TICKET_TABLES = catalog.load()["ticket"].pinot_tables  # compared alone: other streams' health is not this test's
@@ -120,46 +117,6 @@ def write(db: str, statements: tuple[str, ...], agents: list[uuid.UUID]) -> None
             conn.commit()
 
 
-def waiting_events(db: str) -> set[str]:
-    with psycopg.connect(db) as conn:
-        return {event_id for (event_id,) in conn.execute("SELECT event_id::text FROM admin_service.outbox")}
-
-
-def kill_mid_drain(relay: RelayProcess, services: Services, db: str, start: dict[int, int]) -> set[str]:
-    """kill -9 the relay while Kafka holds ticket events the outbox still has; returns those events (none if
-    no try caught a batch in flight)."""
-    for attempt in range(1, KILL_TRIES + 1):
-        relay.pause()
-        acknowledged = waiting_events(db) & set(event_ids(services.kafka_bootstrap, {TOPIC: start}, 2 * BATCH))
-        if acknowledged:
-            relay.kill()
-            return acknowledged
-        relay.resume()
-        time.sleep(0.05 * attempt)
-    relay.kill()
-    return set()
-
-
-def send_waiting_events(services: Services, db: str) -> set[str]:
-    """Publish the first outbox rows behind the relay's back, as a relay killed after Kafka's acknowledgement
-    and before its delete would have."""
-    with psycopg.connect(db) as conn:
-        rows = [
-            OutboxRow(*row)
-            for row in conn.execute(
-                "SELECT position, event_id::text, aggregate_type, aggregate_id::text, event_type, payload::text, "
-                "schema_version, txid::text::bigint, occurred_at FROM admin_service.outbox ORDER BY position "
-                "LIMIT %s",
-                (FORCED_RESENDS,),
-            )
-        ]
-    codec, producer = Codec(), Producer({"bootstrap.servers": services.kafka_bootstrap})
-    for message in map(codec.encode, rows):
-        producer.produce(message.topic, message.value, message.key, headers=message.headers)
-    assert producer.flush(30) == 0
-    return {row.event_id for row in rows}
-
-
 @pytest.fixture(scope="module")
 def run(services: Services) -> Iterator[Run]:
     with scratch_database(services.database_url, "e2e", migrated=True) as db:
@@ -177,9 +134,9 @@ def run(services: Services) -> Iterator[Run]:
             total = backlog(db)
             write(db, WHILE_THE_RELAY_DRAINS, agents)
             wait_until(lambda: backlog(db) < total * 0.7, 60, what="the relay to be mid-drain")
-            resent = kill_mid_drain(relays[0], services, db, start)
+            resent, _ = kill_mid_batch(relays[0], services.kafka_bootstrap, db, {TOPIC: start}, 2 * BATCH)
             write(db, WHILE_THE_RELAY_IS_DOWN, agents)
-            resent = resent or send_waiting_events(services, db)
+            resent = resent or send_waiting_events(services.kafka_bootstrap, db, "admin_service", FORCED_RESENDS)
             after_kill = end_offsets(services.kafka_bootstrap, TOPIC)
             relays.append(RelayProcess(services, db, relay_batch_size=str(BATCH)))
             # the existing tickets snapshotted too (`nibble backfill support_tickets`), as on a database that
