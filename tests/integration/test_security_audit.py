@@ -10,10 +10,11 @@ import pytest
 
 from pipeline.analytics.rebuild import record_run
 from pipeline.config import SERVICE_LOGINS, login_url
+from pipeline.contract import catalog
 from pipeline.outbox import dlq
 from pipeline.outbox.backfill import Backfill
 
-EMITTING = ["order_service", "driver_service", "restaurant_service"]
+EMITTING = catalog.outboxes(catalog.load())
 
 
 @pytest.fixture

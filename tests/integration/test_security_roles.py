@@ -13,12 +13,13 @@ import pytest
 from psycopg import sql
 
 from pipeline.config import SERVICE_LOGINS, TOOL_LOGINS, load_settings, login_url, password_file
+from pipeline.contract import catalog
 from pipeline.devstack.generator import Generator
 from pipeline.outbox import dlq
 from pipeline.outbox.backfill import Backfill
 from tests.support.services import Services
 
-EMITTING = ["order_service", "driver_service", "restaurant_service"]
+EMITTING = catalog.outboxes(catalog.load())
 
 
 def refused(conn: psycopg.Connection, statement: sql.Composable | str) -> bool:
