@@ -29,13 +29,20 @@ from pipeline.analytics.drift import normalize
 from pipeline.analytics.queries import Query
 from pipeline.analytics.verify import SQL_DIR
 from pipeline.config import Settings
+from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
 from pipeline.errors import NibbleError, UsageError
 
 SEGMENT = re.compile(r"^[A-Za-z0-9_]+?__(\d+)__\d+__")
 SCAN_MESSAGES = 50_000  # per event: how far past its time the Kafka look-up reads at most
-# Pinot table -> the aggregate type of its topic
-HISTORY_TABLES = {"order_events": "order", "order_ledger": "order_ledger", "delivery_events": "delivery"}
+# Pinot table -> the aggregate type of its topic, for the history tables a trace has a query for (a trace
+# follows one order: the support tickets' events are not in it)
+HISTORY_TABLES = {
+    table: stream.aggregate_type
+    for stream in catalog.load().values()
+    for table in stream.history_tables
+    if (SQL_DIR / f"pinot_trace_{table}.sql").exists()
+}
 
 
 class OrderNotFound(NibbleError):

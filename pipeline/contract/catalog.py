@@ -38,6 +38,12 @@ class StreamEntry:
         """The source table without its schema: how the backfill CLI and backfill_progress name it."""
         return self.source_table.split(".")[1]
 
+    @property
+    def history_tables(self) -> tuple[str, ...]:
+        """The Pinot tables holding every event: all of an uncompacted stream's; those after a compacted
+        stream's first, its upsert table of the newest state per aggregate."""
+        return self.pinot_tables[1:] if self.compacted else self.pinot_tables
+
 
 def load(schemas_dir: Path = AVRO_SCHEMAS) -> dict[str, StreamEntry]:
     """The catalog, by aggregate type, in file order."""

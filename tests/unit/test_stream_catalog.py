@@ -49,6 +49,13 @@ def test_every_pinot_table_reads_the_topic_of_the_stream_listing_it() -> None:
 
 
 @pytest.mark.parametrize("stream", STREAMS.values(), ids=lambda s: s.aggregate_type)
+def test_only_the_state_table_of_a_stream_upserts(stream: catalog.StreamEntry) -> None:
+    for table in stream.pinot_tables:
+        config = json.loads((PINOT / "tables" / f"{table}.json").read_text())
+        assert ("upsertConfig" in config) == (table not in stream.history_tables), table
+
+
+@pytest.mark.parametrize("stream", STREAMS.values(), ids=lambda s: s.aggregate_type)
 def test_every_pinot_column_comes_from_the_avro_schema_or_a_transform(stream: catalog.StreamEntry) -> None:
     fields = {field["name"] for field in newest_avro(stream)["fields"]}
     for table in stream.pinot_tables:
