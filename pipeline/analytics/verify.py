@@ -43,6 +43,7 @@ from pipeline.analytics.drift import Drift, PinotState
 from pipeline.analytics.queries import FROM_TABLE, Query
 from pipeline.analytics.rebuild import caught_up
 from pipeline.config import Settings
+from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
 from pipeline.errors import NibbleError, UsageError
 from pipeline.outbox.backfill import TABLES as SNAPSHOT_TABLES
@@ -65,17 +66,45 @@ class VerifyFailed(NibbleError):
     """Verification could not be carried out (not: it found drift, which is a result)."""
 
 
+_CATALOG = {table: entry for entry in catalog.load().values() for table in entry.pinot_tables}
+
+
 @dataclass(frozen=True)
 class Stream:
-    name: str  # as --stream and the report name it
-    table: str  # the Pinot table compared
-    kind: str  # "state" (upsert table), "ledger" (summed entries) or "history" (one row per event)
-    outbox: str  # the service schema whose outbox carries its events
-    aggregate_type: str  # of its events, so of its topic
+    """A Pinot table compared with PostgreSQL; the rest of what it is comes from the stream catalog."""
+
+    table: str  # as --stream and the report name it
     fields: tuple[str, ...] = ()  # state: the values compared, in the rows queries' order after the id
     dimensions: int = 0  # group columns after the bucket in its bucket queries
     timed: bool = True  # buckets by time; otherwise by city (a small table, compared whole)
-    snapshot: str | None = None  # the backfill table whose snapshot function re-publishes its aggregates
+
+    @property
+    def name(self) -> str:
+        return self.table
+
+    @property
+    def kind(self) -> str:
+        """ "state" (upsert table), "ledger" (summed entries) or "history" (one row per event)."""
+        entry = _CATALOG[self.table]
+        if self.table not in entry.history_tables:
+            return "state"
+        return "history" if entry.compacted else "ledger"
+
+    @property
+    def outbox(self) -> str:
+        """The service schema whose outbox carries its events."""
+        return _CATALOG[self.table].outbox
+
+    @property
+    def aggregate_type(self) -> str:
+        """Of its events, so of its topic."""
+        return _CATALOG[self.table].aggregate_type
+
+    @property
+    def snapshot(self) -> str | None:
+        """The backfill table whose snapshot function re-publishes a state table's aggregates."""
+        entry = _CATALOG[self.table]
+        return entry.table_name if entry.snapshot is not None and self.kind == "state" else None
 
 
 STREAMS = {
@@ -83,10 +112,6 @@ STREAMS = {
     for stream in (
         Stream(
             "orders",
-            "orders",
-            "state",
-            "order_service",
-            "order",
             (
                 "city",
                 "restaurant_id",
@@ -98,43 +123,17 @@ STREAMS = {
                 "placed_at",
             ),
             dimensions=2,
-            snapshot="orders",
         ),
-        Stream("order_ledger", "order_ledger", "ledger", "order_service", "order_ledger"),
-        Stream("order_events", "order_events", "history", "order_service", "order"),
+        Stream("order_ledger"),
+        Stream("order_events"),
         Stream(
             "deliveries",
-            "deliveries",
-            "state",
-            "driver_service",
-            "delivery",
             ("city", "order_id", "driver_id", "status", "created_at", "promised_at", "delivered_at"),
             dimensions=1,
-            snapshot="deliveries",
         ),
-        Stream("delivery_events", "delivery_events", "history", "driver_service", "delivery"),
-        Stream(
-            "drivers",
-            "drivers",
-            "state",
-            "driver_service",
-            "driver",
-            ("city", "vehicle_type", "status", "is_active"),
-            dimensions=2,
-            timed=False,
-            snapshot="drivers",
-        ),
-        Stream(
-            "restaurants",
-            "restaurants",
-            "state",
-            "restaurant_service",
-            "restaurant",
-            ("city", "name", "is_active", "rating"),
-            dimensions=1,
-            timed=False,
-            snapshot="restaurants",
-        ),
+        Stream("delivery_events"),
+        Stream("drivers", ("city", "vehicle_type", "status", "is_active"), dimensions=2, timed=False),
+        Stream("restaurants", ("city", "name", "is_active", "rating"), dimensions=1, timed=False),
     )
 }
 
