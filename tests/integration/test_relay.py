@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import requests
 
+from pipeline.contract import catalog
 from tests.support.kafka_reader import Received, read_topic
 from tests.support.polling import wait_until
 from tests.support.workload import EVENTS_PER_ORDER, ROWS_PER_ORDER, full_lifecycle, place_orders, poisoned_order
@@ -24,6 +25,10 @@ def backlog(db: str, schema: str = "order_service") -> int:
     """Outbox rows waiting: every stream's, the order ledger's entries beside the order events."""
     with psycopg.connect(db) as conn:
         return conn.execute(f"SELECT count(*) FROM {schema}.outbox").fetchone()[0]
+
+
+# `nibble relay status` has a row per outbox the relay serves: one per service schema in the catalog.
+OUTBOXES = len({stream.outbox for stream in catalog.load().values()})
 
 
 def lane_shares(services, db: str) -> list[list[int]]:
@@ -117,12 +122,14 @@ def test_a_second_relay_takes_every_lane_when_the_first_dies(services, db, prefi
     wait_until(lambda: backlog(db) == 0, what="the first relay to drain")
     second_relay = start_relay(relay_poll_interval_s="0.2")
     # The relays share every outbox's lanes, each one holding a fair share, without a restart.
-    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=15, what="the lanes to be shared")
+    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * OUTBOXES, timeout_s=15, what="the lanes to be shared")
 
     first_relay.kill()
     second_ids = full_lifecycle(db, 100)
     # The take-over is the second relay holding every lane the dead one held, then draining what came since.
-    wait_until(lambda: lane_shares(services, db) == [[8]] * 3, timeout_s=30, what="the second relay to hold every lane")
+    wait_until(
+        lambda: lane_shares(services, db) == [[8]] * OUTBOXES, timeout_s=30, what="the second relay to hold every lane"
+    )
     wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the second relay to drain")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 200 * EVENTS_PER_ORDER)
     assert_complete_and_ordered(received, first_ids + second_ids)

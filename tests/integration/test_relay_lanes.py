@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pipeline.outbox.store import OutboxStore
-from tests.integration.test_relay import assert_complete_and_ordered, backlog, lane_shares
+from tests.integration.test_relay import OUTBOXES, assert_complete_and_ordered, backlog, lane_shares
 from tests.support.kafka_reader import read_topic
 from tests.support.polling import wait_until
 from tests.support.services import Services
@@ -59,11 +59,15 @@ def test_relays_share_the_lanes_and_a_kill_9_loses_nothing(services, db, prefix,
 
 def test_a_new_relay_takes_a_fair_share_without_a_restart(services, db, prefix, start_relay) -> None:
     first = start_relay(relay_poll_interval_s="0.2")
-    wait_until(lambda: lane_shares(services, db) == [[8]] * 3, timeout_s=30, what="one relay to hold every lane")
+    wait_until(lambda: lane_shares(services, db) == [[8]] * OUTBOXES, timeout_s=30, what="one relay to hold every lane")
     start_relay(relay_poll_interval_s="0.2")
-    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=30, what="a fair share for the second")
+    wait_until(
+        lambda: lane_shares(services, db) == [[4, 4]] * OUTBOXES, timeout_s=30, what="a fair share for the second"
+    )
     start_relay(relay_poll_interval_s="0.2")
-    wait_until(lambda: lane_shares(services, db) == [[2, 3, 3]] * 3, timeout_s=30, what="a fair share for the third")
+    wait_until(
+        lambda: lane_shares(services, db) == [[2, 3, 3]] * OUTBOXES, timeout_s=30, what="a fair share for the third"
+    )
     order_ids = full_lifecycle(db, 300)
     wait_until(lambda: backlog(db) == 0, what="three relays to drain")
     received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 300 * EVENTS_PER_ORDER)
@@ -133,7 +137,9 @@ def test_the_relay_role_cannot_switch_the_lane_count(services, db) -> None:
 
 def test_processes_share_the_lanes_and_sigterm_stops_them_all(services, db, prefix, start_relay) -> None:
     relay = start_relay(processes=2, relay_poll_interval_s="0.2")
-    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=30, what="two processes sharing lanes")
+    wait_until(
+        lambda: lane_shares(services, db) == [[4, 4]] * OUTBOXES, timeout_s=30, what="two processes sharing lanes"
+    )
     children = child_pids(relay.process.pid)
     assert len(children) == 2
     order_ids = full_lifecycle(db, 200)
@@ -146,8 +152,10 @@ def test_processes_share_the_lanes_and_sigterm_stops_them_all(services, db, pref
 
 def test_relay_processes_stop_when_their_supervisor_is_killed(services, db, start_relay) -> None:
     relay = start_relay(processes=2)
-    wait_until(lambda: lane_shares(services, db) == [[4, 4]] * 3, timeout_s=30, what="two processes sharing lanes")
+    wait_until(
+        lambda: lane_shares(services, db) == [[4, 4]] * OUTBOXES, timeout_s=30, what="two processes sharing lanes"
+    )
     children = child_pids(relay.process.pid)
     relay.kill()
-    wait_until(lambda: lane_shares(services, db) == [[]] * 3, timeout_s=30, what="the orphans to stop")
+    wait_until(lambda: lane_shares(services, db) == [[]] * OUTBOXES, timeout_s=30, what="the orphans to stop")
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout_s=30, what="exit")
