@@ -28,9 +28,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from bench import stats
+from bench import scratch, stats
 from connectors.postgres import sql_file
-from pipeline.config import load_settings
 from pipeline.outbox.store import OutboxStore
 from tests.support.database import scratch_database
 
@@ -136,8 +135,7 @@ def describe(point: Checkpoint) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=load_settings().endpoints.database_url, help="a superuser URL")
+    parser = scratch.parser(__doc__)
     parser.add_argument("--deleted", type=int, default=1_000_000, help="rows churned through per configuration")
     parser.add_argument("--checkpoints", type=int, default=4, help="measurements after the fresh one")
     parser.add_argument("--backlog", type=int, default=20_000, help="rows waiting in the outbox throughout")

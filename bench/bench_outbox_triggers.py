@@ -20,7 +20,6 @@ machine throughput follows the load, the CPU a checkout costs much less so.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import uuid
@@ -28,8 +27,7 @@ from pathlib import Path
 
 import psycopg
 
-from pipeline.config import load_settings
-from tests.support.database import scratch_database
+from bench import scratch
 
 INSERT_ORDER = """
 INSERT INTO order_service.orders (user_id, restaurant_id, restaurant_name, city, cuisine, delivery_fee, tip,
@@ -88,18 +86,14 @@ def set_outbox_trigger(conn: psycopg.Connection, enabled: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=load_settings().endpoints.database_url, help="a superuser URL")
+    parser = scratch.parser(__doc__)
     parser.add_argument("--rounds", type=int, default=15, help="rounds per mode, alternating")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one round")
     parser.add_argument("--synchronous-commit", choices=["on", "off"], help="default: the server's setting")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured checkouts first")
     args = parser.parse_args()
 
-    with (
-        scratch_database(args.database_url, "bench_outbox", migrated=True) as url,
-        psycopg.connect(url, autocommit=True) as conn,
-    ):
+    with scratch.scratch_connection(args.database_url, "bench_outbox") as conn:
         if args.synchronous_commit:
             conn.execute(f"SET synchronous_commit = {args.synchronous_commit}")
         settings = conn.execute(

@@ -17,14 +17,12 @@ the default here, which is sized for a shared 2-core machine: the DELETE grows w
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import psycopg
 
-from pipeline.config import load_settings
-from tests.support.database import scratch_database
+from bench import scratch
 
 PINGS = "driver_service.driver_location_pings"
 FLAT = "driver_service.pings_unpartitioned"
@@ -83,17 +81,13 @@ def count(conn: psycopg.Connection, table: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=load_settings().endpoints.database_url, help="a superuser URL")
+    parser = scratch.parser(__doc__)
     parser.add_argument("--rows-per-day", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=6, help="days loaded into each layout")
     parser.add_argument("--days-removed", type=int, default=3, help="oldest days removed, one at a time")
     args = parser.parse_args()
 
-    with (
-        scratch_database(args.database_url, "bench_partitions", migrated=True) as url,
-        psycopg.connect(url, autocommit=True) as conn,
-    ):
+    with scratch.scratch_connection(args.database_url, "bench_partitions") as conn:
         started = time.perf_counter()
         load(conn, args.days, args.rows_per_day)
         print(
