@@ -32,10 +32,10 @@ from pipeline.contract.rows import OutboxRow
 from pipeline.devstack.generator import CITIES, Generator
 from tests.support.database import scratch_database
 from tests.support.exactness import Comparison, Ingested, backlog, compare, record_committed_events
-from tests.support.load import PLACE
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
+from tests.support.workload import insert_orders
 
 ORDERS = 40
 OUTBOX_ROWS = (
@@ -106,7 +106,7 @@ def make_faults(conn: psycopg.Connection, city: str) -> tuple[Faults, list[Outbo
     duplicate = OutboxRow(**{**entry.__dict__, "event_id": str(uuid.uuid4())})
 
     rolled_back_order = str(uuid.uuid4())
-    conn.execute(PLACE, {"ids": [rolled_back_order], "city": city, "tip": 1, "quantity": 2})
+    insert_orders(conn, [rolled_back_order], city)
     rolled_back = [
         OutboxRow(*row) for row in conn.execute(OUTBOX_ROWS + "WHERE txid = pg_current_xact_id() ORDER BY 3")
     ]

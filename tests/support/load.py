@@ -29,20 +29,8 @@ from pipeline.config import login_url
 from pipeline.contract.codec import Codec
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
+from tests.support.workload import insert_orders
 
-PLACE = """
-WITH placed AS (
-    INSERT INTO order_service.orders
-        (id, user_id, restaurant_id, restaurant_name, city, cuisine, delivery_fee, tip, delivery_location,
-         promised_at)
-    SELECT id, gen_random_uuid(), gen_random_uuid(), 'Fault Kitchen', %(city)s, 'thai', 2.49, %(tip)s,
-           'SRID=4326;POINT(13.40 52.52)', now() + interval '35 minutes'
-    FROM unnest(%(ids)s::uuid[]) AS id
-    RETURNING id
-)
-INSERT INTO order_service.order_items (order_id, menu_item_id, name, quantity, unit_price, customizations)
-SELECT id, gen_random_uuid(), 'Pad thai', %(quantity)s, 11.25, '{}' FROM placed
-"""
 STEPS = ("confirmed", "preparing", "ready_for_pickup", "picked_up", "delivered")
 STEP = "UPDATE order_service.orders SET status = %s WHERE id = ANY(%s::uuid[])"
 # The streams the writer's transactions write: the order events and the order ledger's entries.
@@ -102,7 +90,7 @@ class Writer:
 
     def place(self, conn: psycopg.Connection, ids: list[str], city: str) -> None:
         """Orders placed in one transaction of their own, outside the ticks (a backlog to drain)."""
-        conn.execute(PLACE, {"ids": ids, "city": city, "tip": 1, "quantity": 3})
+        insert_orders(conn, ids, city, quantity=3)
         conn.commit()
 
     def _tick(
@@ -111,7 +99,7 @@ class Writer:
         """One transaction: new orders, each pending one a step further (one statement per step), some
         cancelled."""
         with conn.transaction():
-            conn.execute(PLACE, {"ids": ids, "city": self.city, "tip": tip, "quantity": 2})
+            insert_orders(conn, ids, self.city, tip=tip)
             for index, status in enumerate(STEPS):
                 moving = [o for o, step in pending.items() if step == index and o not in cancelled]
                 if moving:

@@ -8,6 +8,7 @@ and one order ledger entry at its placement (status steps short of a cancellatio
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import psycopg
 
@@ -20,21 +21,27 @@ WITH placed AS (
     INSERT INTO order_service.orders
         (id, user_id, restaurant_id, restaurant_name, city, cuisine, delivery_fee, tip, delivery_location,
          promised_at)
-    SELECT id, gen_random_uuid(), gen_random_uuid(), 'Bench Bistro', %(city)s, 'thai', 2.49, 1.00,
+    SELECT id, gen_random_uuid(), gen_random_uuid(), 'Bench Bistro', %(city)s, 'thai', 2.49, %(tip)s,
            'SRID=4326;POINT(13.40 52.52)', now() + interval '35 minutes'
     FROM unnest(%(ids)s::uuid[]) AS id
     RETURNING id
 )
 INSERT INTO order_service.order_items (order_id, menu_item_id, name, quantity, unit_price, customizations)
-SELECT id, gen_random_uuid(), 'Pad thai', 2, 11.25, '{"spice": "medium"}' FROM placed
+SELECT id, gen_random_uuid(), 'Pad thai', %(quantity)s, 11.25, '{"spice": "medium"}' FROM placed
 """
 
 
+def insert_orders(
+    conn: psycopg.Connection, ids: Sequence[uuid.UUID | str], city: str, tip: float = 1.00, quantity: int = 2
+) -> None:
+    """Insert orders of these ids with items in one statement pair: one OrderPlaced and one ledger entry each."""
+    conn.execute(PLACE_ORDERS, {"ids": list(ids), "city": city, "tip": tip, "quantity": quantity})
+
+
 def place_orders(conn: psycopg.Connection, count: int, city: str = "Berlin") -> list[uuid.UUID]:
-    """Insert `count` orders with items in one statement pair: one OrderPlaced and one ledger entry each.
-    Returns their ids."""
+    """Insert `count` new orders (insert_orders); returns their ids."""
     ids = [uuid.uuid4() for _ in range(count)]
-    conn.execute(PLACE_ORDERS, {"ids": ids, "city": city})
+    insert_orders(conn, ids, city)
     return ids
 
 
