@@ -10,6 +10,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pipeline.contract import catalog
+from tests.support.database import refused
 
 SERVICES = ["user_service", "restaurant_service", "order_service", "driver_service", "admin_service"]
 EMITTING = catalog.outboxes(catalog.load())
@@ -39,15 +40,6 @@ def business_tables(db: str) -> list[tuple[str, str]]:
             (SERVICES,),
         ).fetchall()
     return [(schema, table) for schema, table in rows if table not in OUTBOX_TABLES]
-
-
-def refused(conn: psycopg.Connection, statement: sql.Composable | str) -> bool:
-    try:
-        with conn.transaction():
-            conn.execute(statement)
-    except psycopg.errors.InsufficientPrivilege:
-        return True
-    return False
 
 
 def test_relay_is_refused_on_every_business_table(db: str, relay: psycopg.Connection) -> None:

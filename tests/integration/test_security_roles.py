@@ -17,18 +17,10 @@ from pipeline.contract import catalog
 from pipeline.devstack.generator import Generator
 from pipeline.outbox import dlq
 from pipeline.outbox.backfill import Backfill
+from tests.support.database import refused
 from tests.support.services import Services
 
 EMITTING = catalog.outboxes(catalog.load())
-
-
-def refused(conn: psycopg.Connection, statement: sql.Composable | str) -> bool:
-    try:
-        with conn.transaction():
-            conn.execute(statement)
-    except psycopg.errors.InsufficientPrivilege:
-        return True
-    return False
 
 
 @pytest.fixture

@@ -18,6 +18,16 @@ def url_for(database_url: str, database: str) -> str:
     return urlunsplit(urlsplit(database_url)._replace(path=f"/{database}"))
 
 
+def refused(conn: psycopg.Connection, statement: sql.Composable | str) -> bool:
+    """Whether PostgreSQL refuses the statement for want of a privilege (in a transaction of its own)."""
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+    return False
+
+
 @contextmanager
 def scratch_database(admin_url: str, prefix: str = "test", migrated: bool = False) -> Iterator[str]:
     """An empty database of its own (PostGIS available; with `migrated`, every migration applied), dropped
