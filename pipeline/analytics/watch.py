@@ -25,7 +25,7 @@ from pipeline.analytics import drift
 from pipeline.analytics.verify import STREAMS, Report, Scope, Verifier
 from pipeline.config import Settings
 from pipeline.errors import NibbleError
-from pipeline.outbox import relay
+from pipeline.outbox import admin
 
 LOG = logging.getLogger("nibble.verify.watch")
 # What a round can meet when a service is away (pipeline.cli.explain names the same ones).
@@ -95,7 +95,7 @@ def record(report: Report) -> None:
 
 
 def record_lanes(settings: Settings) -> None:
-    for row in relay.status(settings):
+    for row in admin.status(settings):
         LANES.labels(row["outbox"]).set(int(row["lane_count"]))
         LANES_HELD.labels(row["outbox"]).set(sum(len(lanes) for lanes in row["lanes_by_relay_pid"].values()))
 

@@ -9,7 +9,7 @@ from pipeline import json_logging
 from pipeline.config import Settings
 from pipeline.contract import catalog
 from pipeline.errors import UsageError
-from pipeline.outbox import relay, supervisor
+from pipeline.outbox import admin, relay, supervisor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.action == "lanes":
         return switch_lanes(args, settings)
-    rows = relay.status(settings)
+    rows = admin.status(settings)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -64,6 +64,6 @@ def switch_lanes(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"give --outbox (one of {', '.join(settings.relay.outbox_schemas)}) and --set N")
     if not 1 <= args.lane_count <= 1024:
         raise UsageError("--set: a lane count from 1 to 1024")
-    previous = relay.switch_lane_count(settings, args.outbox, args.lane_count, args.timeout)
+    previous = admin.switch_lane_count(settings, args.outbox, args.lane_count, args.timeout)
     print(f"{args.outbox}: {previous} -> {args.lane_count} lanes; relays rejoin within a second")
     return 0

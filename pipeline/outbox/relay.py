@@ -26,7 +26,7 @@ from pipeline.contract.codec import Codec, Message
 from pipeline.contract.rows import OutboxRow
 from pipeline.contract.subjects import SchemaIdUnavailable, registered_ids
 from pipeline.contract.topics import ensure_stream_topics
-from pipeline.errors import NibbleError, redact
+from pipeline.errors import redact
 from pipeline.outbox import batch, lanes, metrics
 from pipeline.outbox.store import OutboxStore
 
@@ -38,10 +38,6 @@ REBALANCE_S = 1.0
 MAX_BACKOFF_S = 30.0
 REGISTRY_TIMEOUT_S = 5.0
 STOP_GRACE_S = 5.0  # after SIGTERM, how long a batch in flight may still wait for Kafka before it is abandoned
-
-
-class LaneSwitchFailed(NibbleError):
-    """A lane-count switch could not run; nothing changed."""
 
 
 class DeliveryFailed(Exception):
@@ -331,51 +327,3 @@ class Relay:
             )
             self.producer = Producer({**config, "error_cb": on_error})
         return self.producer
-
-
-# --- status -----------------------------------------------------------------------------------------
-
-
-def status(settings: Settings) -> list[dict[str, object]]:
-    """Per outbox: backlog, age of the oldest unpublished event, dead letters, lane count and which relay
-    (backend pid) holds which lanes."""
-    rows = []
-    with postgres.connect(settings.endpoints.database_url, "nibble-relay-status") as conn:
-        for schema in settings.relay.outbox_schemas:
-            store = OutboxStore(schema)
-            backlog = store.backlog(conn)
-            lanes_now = store.lane_state(conn, APPLICATION_NAME)
-            holders: dict[int, list[int]] = {}
-            for lane, pid in sorted(lanes_now.holders.items()):
-                holders.setdefault(pid, []).append(lane)
-            rows.append(
-                {
-                    "outbox": schema,
-                    "backlog_rows": backlog.rows,
-                    "oldest_age_s": round(backlog.oldest_age_s, 3),
-                    "dead_letter_rows": backlog.dead_letter_rows,
-                    "lane_count": lanes_now.lane_count,
-                    "lanes_by_relay_pid": holders,
-                    "switching": lanes_now.fence_requested,
-                }
-            )
-    return rows
-
-
-def switch_lane_count(settings: Settings, schema: str, lane_count: int, timeout_s: float) -> int:
-    """Change an outbox's lane count, fenced: every relay leaves the outbox (finishing its batch in flight)
-    before the count changes, so no aggregate's events are ever in two lanes at once. Returns the old count."""
-    store = OutboxStore(schema)
-    with postgres.connect(settings.endpoints.database_url, "nibble-relay-lanes") as conn:
-        previous = store.lane_state(conn, APPLICATION_NAME).lane_count
-        try:
-            store.switch_lane_count(conn, lane_count, timeout_s)
-        except psycopg.errors.LockNotAvailable:
-            raise LaneSwitchFailed(
-                f"the relays did not leave {schema} within {timeout_s:g} s (one may be stuck waiting for Kafka); "
-                "nothing changed"
-            ) from None
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise LaneSwitchFailed(f"{exc.diag.message_primary}: run it as the database owner") from None
-    log.info("lane count switched", extra={"outbox": schema, "from": previous, "to": lane_count})
-    return previous
