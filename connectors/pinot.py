@@ -137,6 +137,14 @@ def time_boundary(broker_url: str, name: str) -> int | None:
     return int(response.json()["timeValue"])
 
 
+def count(cursor: Any, query: str) -> int:
+    """The answer of a `SELECT COUNT(*)` query; 0 when it has no row at all, as Pinot answers for a table (or
+    part of one) with no segment to answer from, just created or reconfigured."""
+    cursor.execute(query)
+    row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 def broker_connection(broker_url: str, timeout_ms: int | None = None) -> Connection:
     """A DB-API connection; with `timeout_ms`, Pinot stops each query then and the client waits a little longer."""
     parts = urlsplit(broker_url)

@@ -26,18 +26,18 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pinotdb.exceptions
 
 from connectors import kafka, postgres
-from connectors.pinot import Controller, broker_connection
-from pipeline.analytics.tables import TASK_TYPE, TableSpec, desired_specs
+from connectors.pinot import Controller, broker_connection, count
+from pipeline.analytics.tables import TASK_TYPE, TableSpec, desired_specs, moment
 from pipeline.config import Settings, acting_user, login_url
 from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
 from pipeline.errors import NibbleError, UsageError
 from pipeline.outbox.backfill import Backfill, unpublished_snapshots, visible_rows
+from pipeline.polling import poll
 
 
 class RebuildTimeout(NibbleError):
@@ -84,7 +84,7 @@ def rebuild(
     started = time.monotonic()
     endpoints = settings.endpoints
     controller = Controller(endpoints.pinot_controller_url)
-    topic = spec.table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"]
+    topic = spec.topic
     aggregate = Codec(endpoints.topic_prefix).stream_for_topic(topic).aggregate_type
     backfill_table = catalog.load()[aggregate].table_name  # the table a backfill walks, counted in PostgreSQL
     state_table = "upsertConfig" in spec.table
@@ -108,7 +108,7 @@ def rebuild(
     controller.put_table(without_task, exists=False)
     if watermark is not None:
         controller.set_task_watermark_ms(TASK_TYPE, realtime, watermark)
-        on_step(f"{spec.name}: the minion continues from {_moment(watermark)}, where it had got to")
+        on_step(f"{spec.name}: the minion continues from {moment(watermark)}, where it had got to")
     if "task" in spec.table:
         controller.put_table(copy.deepcopy(spec.table), exists=True)
     controller.wait_online(spec.name, timeout_s)
@@ -137,25 +137,16 @@ def record_run(database_url: str, table: str, source: str) -> None:
         conn.execute("SELECT audit.record_rebuild(%s, %s)", (table, source))
 
 
-def _moment(millis: int) -> str:
-    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="minutes")
-
-
 def pinot_rows(settings: Settings, name: str) -> int | None:
     """The table's row count, or None while the broker cannot answer for it."""
     cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
     try:
-        cursor.execute(f"SELECT COUNT(*) FROM {name}")  # a name from the checked-in configs, never user text
-        return int(cursor.fetchone()[0])
+        return count(cursor, f"SELECT COUNT(*) FROM {name}")  # a name from the checked-in configs, never user text
     except pinotdb.exceptions.Error:
         return None
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll with back-off (0.2 s doubling up to 5 s) until `condition` holds; RebuildTimeout after `timeout_s`."""
-    deadline, delay = time.monotonic() + timeout_s, 0.2
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RebuildTimeout(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 5.0)
+    if not poll(condition, timeout_s):
+        raise RebuildTimeout(f"timed out after {timeout_s:.0f} s waiting for {what}")

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pinotdb.exceptions
 
-from connectors.pinot import Controller, broker_connection, time_boundary
+from connectors.pinot import Controller, broker_connection, count, time_boundary
 from pipeline.config import Endpoints, PinotSettings, Settings, schedule_cron, span_seconds
 from pipeline.contract.codec import Codec
 from pipeline.contract.topics import ensure_stream_topics
+from pipeline.errors import NibbleError
+from pipeline.polling import poll
 from pipeline.resources import PINOT
 
 DECODER_CLASS = "com.nibble.pinot.WireFormatAvroDecoder"
@@ -37,6 +39,10 @@ DEDUP_KEY_BYTES = 96
 UPSERT_KEY_BYTES = 190
 
 
+class TableNotQueryable(NibbleError):
+    """A table just created or changed did not answer queries in time."""
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -47,6 +53,11 @@ class TableSpec:
     @property
     def time_column(self) -> str:
         return str(self.table["segmentsConfig"]["timeColumnName"])
+
+    @property
+    def topic(self) -> str:
+        """The Kafka topic its realtime part reads (prefixed, as applied)."""
+        return str(self.table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"])
 
     @property
     def keys(self) -> str:
@@ -231,15 +242,16 @@ def _wait_queryable(settings: Settings, name: str, timeout_s: float = 60) -> Non
     """Wait until the broker answers a query on the new table without an error (its routing catches up
     with the servers a moment after they host the segments)."""
     cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def answers() -> bool:
         try:
             cursor.execute(f"SELECT COUNT(*) FROM {name}")
-            return
         except pinotdb.exceptions.Error:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            return False
+        return True
+
+    if not poll(answers, timeout_s, longest=1.0):
+        raise TableNotQueryable(f"Pinot table {name} still answers no query after {timeout_s:.0f} s")
 
 
 # --- status: what each table holds, where the window and the minion stand ---------------------------------
@@ -267,6 +279,11 @@ class TableStatus:
         return self.heap_keys * (DEDUP_KEY_BYTES if self.keys == "dedup" else UPSERT_KEY_BYTES)
 
 
+def moment(millis: int | None) -> str:
+    """An event time (epoch milliseconds) as a status line shows it, to the minute in UTC; "-" for none."""
+    return "-" if millis is None else datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
 def segment_end_ms(metadata: dict[str, Any]) -> int | None:
     """A segment's newest event time from its ZooKeeper metadata (None while it is still consuming)."""
     end = int(metadata.get("segment.end.time", -1))
@@ -281,9 +298,7 @@ def table_status(settings: Settings) -> list[TableStatus]:
     cursor = broker_connection(settings.endpoints.pinot_broker_url).cursor()
 
     def rows(name: str) -> int:
-        cursor.execute(f"SELECT COUNT(*) FROM {name}")  # a name from the checked-in configs, never user text
-        row = cursor.fetchone()  # no row at all from a part with no segment
-        return int(row[0]) if row else 0
+        return count(cursor, f"SELECT COUNT(*) FROM {name}")  # a name from the checked-in configs, never user text
 
     statuses = []
     for spec in desired_specs(settings):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 
 from pipeline.analytics import rebuild, tables
 from pipeline.config import Settings
@@ -60,16 +59,12 @@ def _status(settings: Settings) -> None:
         offline = "-" if t.offline_rows is None else f"{t.offline_rows:,}"
         print(
             f"{t.name:<22}{streams.get(t.name, '-'):<14}{t.keys:<8}{t.realtime_rows:>14,}{offline:>14}  "
-            f"{_moment(t.boundary_ms):<18}{_moment(t.oldest_segment_end_ms):<21}{t.realtime_segments:>8}"
+            f"{tables.moment(t.boundary_ms):<18}{tables.moment(t.oldest_segment_end_ms):<21}{t.realtime_segments:>8}"
         )
     for kind in ("dedup", "upsert"):
         held = [t for t in statuses if t.keys == kind]
         keys, heap = sum(t.heap_keys for t in held), sum(t.heap_bytes for t in held)
         print(f"{kind} keys on the server's heap: {keys:,} (about {heap / 2**20:,.1f} MiB)")
-
-
-def _moment(millis: int | None) -> str:
-    return "-" if millis is None else datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _rebuild(args: argparse.Namespace, settings: Settings) -> int:

@@ -87,7 +87,7 @@ def test_a_rebuilt_table_equals_postgres_row_by_row_from_kafka_and_through_a_bac
     # A topic from before compaction, whose retention deleted its oldest records: Kafka alone no longer has
     # every order. (Kafka deletes records only from a topic whose policy includes delete.)
     e = settings.endpoints
-    topic = spec.table["tableIndexConfig"]["streamConfigs"]["stream.kafka.topic.name"]
+    topic = spec.topic
     kafka.ensure_topics(e.kafka_bootstrap_servers, [topic], 4, {**e.topic_config, "cleanup.policy": "compact,delete"})
     admin = AdminClient({"bootstrap.servers": e.kafka_bootstrap_servers})
     for future in admin.delete_records([TopicPartition(topic, 0, 10)]).values():

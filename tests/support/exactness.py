@@ -42,6 +42,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from connectors.pinot import count
 from pipeline.analytics.queries import run_query
 from pipeline.contract import catalog
 from pipeline.devstack.generator import CITIES
@@ -600,9 +601,8 @@ def events_counted(scope: Ingested, tables: Collection[str] | None = None) -> bo
     )
     try:
         for events in _event_tables(tables):
-            counted = scope.pinot_rows(f"SELECT COUNT(*) FROM {events.table} WHERE city IN ({scope.city_list})")
-            # no row at all while a table has no segment to answer from (just created or reconfigured)
-            if (counted[0][0] if counted else 0) != want.get(events.aggregate_type, 0):
+            counted = count(scope.pinot, f"SELECT COUNT(*) FROM {events.table} WHERE city IN ({scope.city_list})")
+            if counted != want.get(events.aggregate_type, 0):
                 return False
     except (pinotdb.exceptions.Error, httpx.HTTPError):  # the broker or a server may be on its way back
         return False

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+
+from pipeline.polling import poll
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 120, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    if not poll(condition, timeout_s, longest=0.2):  # tests wait on quick local services: no back-off
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
