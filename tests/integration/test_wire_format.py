@@ -41,7 +41,9 @@ def read_with_stock_deserializer(services: Services, topic: str, expect: int) ->
             "bootstrap.servers": services.kafka_bootstrap,
             "group.id": f"test-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
-            "value.deserializer": AvroDeserializer(SchemaRegistryClient({"url": REGISTRY_URL})),
+            "value.deserializer": AvroDeserializer(
+                SchemaRegistryClient({"url": REGISTRY_URL, "timeout": 10}), conf={"subject.name.strategy.type": "TOPIC"}
+            ),
         }
     )
     consumer.subscribe([topic])
