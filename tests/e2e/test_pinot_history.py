@@ -290,7 +290,10 @@ def test_a_rebuilt_hybrid_table_keeps_its_history_and_the_minion_where_it_was(hi
     watermark = history.controller.task_watermark_ms(TASK_TYPE, realtime)
     offline_rows = {s.name: s.offline_rows for s in table_status(history.settings)}[spec.name]
     steps: list[str] = []
-    rebuild(history.with_window(WINDOW), spec, timeout_s=300, on_step=steps.append)
+    settings = history.with_window(WINDOW)
+    # The rebuild audits its run (migration 0022) in the module's migrated database.
+    endpoints = settings.endpoints.model_copy(update={"database_url": history.scope.db})
+    rebuild(settings.model_copy(update={"endpoints": endpoints}), spec, timeout_s=300, on_step=steps.append)
     assert any("its offline part is kept" in step for step in steps)
     assert history.controller.task_watermark_ms(TASK_TYPE, realtime) == watermark
     assert {s.name: s.offline_rows for s in table_status(history.settings)}[spec.name] == offline_rows

@@ -118,14 +118,17 @@ def test_apply_creates_and_updates_only_what_differs(
 
 
 def test_a_table_whose_time_column_changed_is_left_to_a_rebuild_which_migrates_it(
-    services: Services, tmp_path: Path
+    services: Services, db: str, tmp_path: Path
 ) -> None:
     """A stack created before the window holds order_ledger split on `placed_at`, realtime only: apply leaves it
     (its segments keep the old time ranges, and Pinot refuses an offline part split on another column) and says
     to rebuild it; the rebuild migrates it with its offline part, and apply then has nothing left to do."""
     prefix = f"t{uuid.uuid4().hex[:8]}_"
     base = services.settings(topic_prefix=prefix)
-    settings = base.model_copy(update={"pinot": base.pinot.model_copy(update={"table_prefix": prefix})})
+    # The rebuild audits its run (migration 0022) in a migrated database of the test's own.
+    endpoints = base.endpoints.model_copy(update={"database_url": db})
+    pinot = base.pinot.model_copy(update={"table_prefix": prefix})
+    settings = base.model_copy(update={"pinot": pinot, "endpoints": endpoints})
     old, new = tmp_path / "old", tmp_path / "new"
     for root in (old, new):
         for part in ("schemas", "tables", "offline"):

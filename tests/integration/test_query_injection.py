@@ -43,7 +43,15 @@ ADJACENT_QUOTES = "O''Hare"
 TOO_LONG = "a" * 100_000  # longer than any stored value: a legal literal that matches nothing
 CITY_QUERIES = sorted(name for name, query in library().items() if "city" in query.parameters)
 # The tables the city queries read, and how many rows one city has in each.
-ROWS_PER_CITY = {"orders": 1, "order_events": 1, "order_ledger": 1, "deliveries": 2, "delivery_events": 2}
+ROWS_PER_CITY = {
+    "orders": 1,
+    "order_events": 1,
+    "order_ledger": 1,
+    "deliveries": 2,
+    "delivery_events": 2,
+    "support_tickets": 2,
+    "ticket_events": 2,
+}
 LAT, LON = 52.52, 13.40
 
 
@@ -58,8 +66,8 @@ def params_for(name: str, **extra: Any) -> dict[str, Any]:
 
 
 def _messages(codec: Codec, city: str, restaurant_id: str, driver_id: str, now: datetime) -> list[Any]:
-    """One placed order in `city` (its event and ledger entry) and two of its deliveries, one on its way and
-    one delivered late: every city query has something to count."""
+    """One placed order in `city` (its event and ledger entry), two of its deliveries, one on its way and one
+    delivered late, and two tickets about it: every city query has something to count."""
     order_id = str(uuid.uuid4())
     placed = now - timedelta(minutes=40)
     order = {
@@ -110,6 +118,29 @@ def _messages(codec: Codec, city: str, restaurant_id: str, driver_id: str, now: 
         payload = json.dumps(delivery)
         event_type = "DeliveryCompleted" if delivered_at else "DeliveryCreated"  # the delivered queries read it
         rows.append(OutboxRow(1, str(uuid.uuid4()), "delivery", delivery_id, event_type, payload, 1, 1, now))
+    # Two tickets about the order: one open and unanswered, one answered and resolved (the ticket queries).
+    for event_type, resolved_at in (("TicketOpened", None), ("TicketResolved", now - timedelta(minutes=5))):
+        ticket_id = str(uuid.uuid4())
+        ticket = {
+            "ticket_id": ticket_id,
+            "user_id": order_id,
+            "order_id": order_id,
+            "restaurant_id": restaurant_id,
+            "city": city,
+            "status": "resolved" if resolved_at else "open",
+            "priority": "high",
+            "assigned_to": None if resolved_at is None else driver_id,
+            "created_at": (now - timedelta(minutes=35)).isoformat(),
+            "first_response_at": None if resolved_at is None else (now - timedelta(minutes=20)).isoformat(),
+            "resolved_at": None if resolved_at is None else resolved_at.isoformat(),
+            "closed_at": None,
+            "updated_at": (resolved_at or now - timedelta(minutes=35)).isoformat(),
+            "comment_count": 0 if resolved_at is None else 1,
+            "comment_author_id": None,
+            "comment_is_internal": None,
+        }
+        payload = json.dumps(ticket)
+        rows.append(OutboxRow(1, str(uuid.uuid4()), "ticket", ticket_id, event_type, payload, 1, 1, now))
     return [codec.encode(row) for row in rows]
 
 

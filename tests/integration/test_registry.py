@@ -78,7 +78,9 @@ def test_apply_registers_every_version_once_and_a_second_run_changes_nothing(scr
 
     again = _apply(scratch_prefix)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == "up to date: 5 subjects, 5 versions registered, BACKWARD"
+    versions = sum(len(stream.versions) for stream in codec.streams.values())
+    expected = f"up to date: {len(codec.topics)} subjects, {versions} versions registered, BACKWARD"
+    assert again.stdout.strip() == expected
     assert _held(scratch_prefix) == {subject_name(topic): [1] for topic in codec.topics}
 
 
