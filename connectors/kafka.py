@@ -1,16 +1,30 @@
-"""Kafka: producer configuration, topic creation and a metadata probe."""
+"""Kafka: producer configuration, topic creation, a metadata probe, and its failures as one line."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+
+from pipeline.errors import ServiceFailed
 
 # librdkafka's own log lines (e.g. a refused connection) go through Python logging, hence JSON in the relay.
 LOG = logging.getLogger("nibble.kafka")
 _QUIET = logging.getLogger("nibble.kafka.probe")
 _QUIET.setLevel(logging.CRITICAL + 1)  # a probe's connection-refused chatter is its expected answer
+
+
+@contextmanager
+def errors(bootstrap: str, setting: str) -> Iterator[None]:
+    """Kafka out of reach as a ServiceFailed naming its address and `setting`. Opt-in: the relay catches the
+    driver's own error to back off and try again."""
+    try:
+        yield
+    except KafkaException as exc:
+        raise ServiceFailed("Kafka", bootstrap, setting, str(exc)) from exc
 
 
 def producer_config(bootstrap: str, delivery_timeout_ms: int, max_message_bytes: int) -> dict[str, object]:

@@ -1,18 +1,45 @@
-"""Apache Pinot: the controller's REST API (schemas, tables) and DB-API connections to the broker."""
+"""Apache Pinot: the controller's REST API (schemas, tables), DB-API connections to the broker, and the
+failures of each as one line."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import httpx
+import pinotdb.exceptions
 import requests
 from pinotdb import connect as pinotdb_connect
 from pinotdb.db import Connection
 
+from pipeline.errors import ServiceFailed
+
 
 class ControllerError(Exception):
     """The controller refused a request; the message carries its answer."""
+
+
+@contextmanager
+def controller_errors(url: str, setting: str) -> Iterator[None]:
+    """The controller out of reach or refusing (and the plain HTTP calls beside it: a server's admin port, the
+    broker's time boundary) as a ServiceFailed naming its address and `setting`."""
+    try:
+        yield
+    except (requests.RequestException, ControllerError) as exc:
+        raise ServiceFailed("the Pinot controller", url, setting, str(exc)) from exc
+
+
+@contextmanager
+def broker_errors(url: str, setting: str) -> Iterator[None]:
+    """A broker query failing (pinotdb's errors, or its HTTP client's) as a ServiceFailed naming the broker's
+    address and `setting`. Opt-in: loops that wait for the broker catch the driver's own errors."""
+    try:
+        yield
+    except (pinotdb.exceptions.Error, httpx.HTTPError) as exc:
+        raise ServiceFailed("the Pinot broker", url, setting, str(exc)) from exc
 
 
 class Controller:

@@ -3,11 +3,15 @@ the pipeline makes. Every failure, a registry that does not answer included, is 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import requests
+
+from pipeline.errors import ServiceFailed
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # Confluent's error codes for "no such subject" and "no such schema under the subject".
@@ -21,6 +25,16 @@ class RegistryError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+@contextmanager
+def errors(url: str, setting: str) -> Iterator[None]:
+    """A RegistryError as a ServiceFailed naming the registry's address and `setting`. Opt-in: the schema
+    commands read a refusal's status, and the relay waits for a registry that does not answer."""
+    try:
+        yield
+    except RegistryError as exc:
+        raise ServiceFailed("the schema registry", url, setting, str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Expected failures. Each derives from NibbleError; the CLI prints its message on one line and exits non-zero.
 
-`explain` turns the client libraries' own connection errors into a NibbleError that names the service, its
-address and the setting to check, so no command has to catch them one by one.
+Each connector turns its client library's own failures into a ServiceFailed that names the service, its
+address and the setting to check (e.g. `connectors.postgres.errors`), so no command catches them one by one.
 """
 
 from __future__ import annotations

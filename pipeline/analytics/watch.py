@@ -28,7 +28,7 @@ from pipeline.errors import NibbleError
 from pipeline.outbox import admin
 
 LOG = logging.getLogger("nibble.verify.watch")
-# What a round can meet when a service is away (pipeline.cli.explain names the same ones).
+# What a round can meet when a service is away (the connectors' `errors` translations name the same ones).
 SERVICE_ERRORS = (
     NibbleError,
     psycopg.Error,

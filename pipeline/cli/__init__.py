@@ -1,9 +1,9 @@
 """`nibble`: one console script, a sub-command per concern; argparse and printing only.
 
 Each command module exposes `register(subparsers)`, which adds its parser and sets `handler`, a function
-`(args, settings) -> exit code`. `main` is the one funnel for failures: a NibbleError, or a service that
-does not answer, becomes one line on stderr naming what to check, and a non-zero exit (`--debug` shows
-the traceback instead).
+`(args, settings) -> exit code`. `main` is the one funnel for failures: a NibbleError becomes one line on
+stderr naming what to check, and a non-zero exit (`--debug` shows the traceback instead). A service that does
+not answer is a NibbleError too: each connector translates its own driver's failures (`service_errors`).
 """
 
 from __future__ import annotations
@@ -14,18 +14,13 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from types import ModuleType
 
-import httpx
-import pinotdb.exceptions
-import psycopg
-import requests
-from confluent_kafka import KafkaException
-
-from connectors.pinot import ControllerError
-from connectors.registry import RegistryError
-from pipeline.config import Settings, load_settings
-from pipeline.errors import NibbleError, ServiceFailed, redact
+from connectors import kafka, postgres, registry
+from connectors.pinot import broker_errors, controller_errors  # pipeline.cli.pinot takes the name `pinot`
+from pipeline.config import Endpoints, load_settings
+from pipeline.errors import NibbleError
 
 
 def command_modules() -> list[ModuleType]:
@@ -45,20 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def explain(exc: Exception, settings: Settings) -> NibbleError | None:
-    """A client library's failure to reach a service, as a NibbleError naming the service and its setting."""
-    e = settings.endpoints
-    if isinstance(exc, psycopg.OperationalError):
-        return ServiceFailed("PostgreSQL", redact(e.database_url), "NIBBLE_DATABASE_URL", str(exc))
-    if isinstance(exc, KafkaException):
-        return ServiceFailed("Kafka", e.kafka_bootstrap_servers, "NIBBLE_KAFKA_BOOTSTRAP_SERVERS", str(exc))
-    if isinstance(exc, pinotdb.exceptions.Error | httpx.HTTPError):
-        return ServiceFailed("the Pinot broker", e.pinot_broker_url, "NIBBLE_PINOT_BROKER_URL", str(exc))
-    if isinstance(exc, RegistryError):
-        return ServiceFailed("the schema registry", e.schema_registry_url, "NIBBLE_SCHEMA_REGISTRY_URL", str(exc))
-    if isinstance(exc, requests.RequestException | ControllerError):
-        return ServiceFailed("the Pinot controller", e.pinot_controller_url, "NIBBLE_PINOT_CONTROLLER_URL", str(exc))
-    return None
+def service_errors(e: Endpoints) -> ExitStack:
+    """Each connector's translation of its driver's failures, pointed at the setting that names the service."""
+    stack = ExitStack()
+    stack.enter_context(postgres.errors(e.database_url, "NIBBLE_DATABASE_URL"))
+    stack.enter_context(kafka.errors(e.kafka_bootstrap_servers, "NIBBLE_KAFKA_BOOTSTRAP_SERVERS"))
+    stack.enter_context(broker_errors(e.pinot_broker_url, "NIBBLE_PINOT_BROKER_URL"))
+    stack.enter_context(registry.errors(e.schema_registry_url, "NIBBLE_SCHEMA_REGISTRY_URL"))
+    stack.enter_context(controller_errors(e.pinot_controller_url, "NIBBLE_PINOT_CONTROLLER_URL"))
+    return stack
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,14 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # pinotdb logs every query it sends
     try:
         settings = load_settings()
-        return args.handler(args, settings)
-    except Exception as exc:
+        with service_errors(settings.endpoints):
+            return args.handler(args, settings)
+    except NibbleError as exc:
         if args.debug:
             raise
-        known = exc if isinstance(exc, NibbleError) else explain(exc, settings)
-        if known is None:
-            raise
-        print(f"nibble {args.command}: {known}", file=sys.stderr)
-        return known.exit_code
+        print(f"nibble {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
