@@ -1,4 +1,5 @@
-"""Dashboards as code: dashboards/ holds Superset's own asset format, applied and exported through its REST API.
+"""Dashboards as code: dashboards/ holds Superset's own asset format, applied and exported through its REST API
+(connectors/superset.py). The checks of the folder are pure; `apply` and `export` are the only I/O.
 
 The folder is what `superset export` writes (metadata.yaml, databases/, datasets/, charts/, dashboards/, one
 YAML file per object, fixed UUIDs), so an analyst can edit in the UI and `export` back. Every chart, dataset
@@ -17,17 +18,16 @@ import io
 import json
 import uuid
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 import yaml
 
+from connectors.superset import Superset
 from pipeline.config import Settings
-from pipeline.errors import NibbleError, ServiceFailed
+from pipeline.errors import NibbleError
 
 MANAGED_BY = "nibble dashboards/"
 ADMIN_USER = "admin"
@@ -68,29 +68,29 @@ class SupersetLogin:
     password: str
 
 
-def superset_home(settings: Settings) -> Path:
-    """The local stack's Superset files: virtualenv, metadata database, secret key, admin password."""
-    return settings.stack.state_dir.resolve() / "superset"
-
-
-def admin_password_file(settings: Settings) -> Path:
-    """Where the local stack keeps the admin password it generated (mode 0600)."""
-    return superset_home(settings) / "admin_password"
-
-
-def superset_login(settings: Settings) -> SupersetLogin:
-    """Superset's URL and admin login: NIBBLE_SUPERSET_ADMIN_PASSWORD if set, else the local stack's file."""
+def superset_login(settings: Settings, password_file: Path | None = None) -> SupersetLogin:
+    """Superset's URL and admin login: NIBBLE_SUPERSET_ADMIN_PASSWORD if set, else `password_file` (where the
+    local stack keeps the password it generated, pipeline.devstack.superset)."""
     e = settings.endpoints
-    password = e.superset_admin_password
-    if not password:
-        try:
-            password = admin_password_file(settings).read_text().strip()
-        except FileNotFoundError:
-            raise NibbleError(
-                f"no Superset admin password: set NIBBLE_SUPERSET_ADMIN_PASSWORD, or start the local stack "
-                f"(`nibble stack up` writes {admin_password_file(settings)})"
-            ) from None
-    return SupersetLogin(e.superset_url, ADMIN_USER, password)
+    if e.superset_admin_password:
+        return SupersetLogin(e.superset_url, ADMIN_USER, e.superset_admin_password)
+    try:
+        if password_file is None:
+            raise FileNotFoundError
+        return SupersetLogin(e.superset_url, ADMIN_USER, password_file.read_text().strip())
+    except FileNotFoundError:
+        stack = f", or start the local stack (`nibble stack up` writes {password_file})" if password_file else ""
+        raise NibbleError(f"no Superset admin password: set NIBBLE_SUPERSET_ADMIN_PASSWORD{stack}") from None
+
+
+def connect(login: SupersetLogin) -> Superset:
+    """A logged-in client of Superset's REST API."""
+    return Superset(login.url, login.user, login.password, "NIBBLE_SUPERSET_URL")
+
+
+def managed(superset: Superset, resource: str) -> dict[str, dict[str, Any]]:
+    """The objects of `resource` this folder manages (certified by MANAGED_BY), by uuid: {id, changed_on_utc}."""
+    return superset.certified(resource, MANAGED_BY)
 
 
 # --- the folder ------------------------------------------------------------------------------------------
@@ -183,82 +183,12 @@ def _fingerprint(assets: list[Asset], database_uri: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# --- Superset's REST API ---------------------------------------------------------------------------------
-
-
-class Superset:
-    """A logged-in session of Superset's REST API (JWT plus the CSRF token its write endpoints ask for)."""
-
-    def __init__(self, url: str, user: str, password: str) -> None:
-        self.url = url.rstrip("/")
-        self.session = requests.Session()
-        self.session.headers["Referer"] = self.url
-        token = self._call(
-            "POST",
-            "/api/v1/security/login",
-            json={"username": user, "password": password, "provider": "db", "refresh": False},
-        )
-        self.session.headers["Authorization"] = f"Bearer {token['access_token']}"
-        self.session.headers["X-CSRFToken"] = self._call("GET", "/api/v1/security/csrf_token/")["result"]
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.session.request(method, self.url + path, timeout=120, **kwargs)
-        except requests.RequestException as exc:
-            raise ServiceFailed("Superset", self.url, "NIBBLE_SUPERSET_URL", str(exc)) from None
-        if response.status_code >= 400:
-            raise ServiceFailed(
-                "Superset", self.url, "NIBBLE_SUPERSET_URL", f"{method} {path}: {response.status_code} {response.text}"
-            )
-        return response.json() if "json" in response.headers.get("content-type", "") else response.content
-
-    def managed(self, resource: str) -> dict[str, dict[str, Any]]:
-        """The objects of `resource` certified by MANAGED_BY, by uuid: {id, changed_on_utc}."""
-        columns = "id,uuid,changed_on_utc," + ("extra" if resource == "dataset" else "certified_by")
-        found: dict[str, dict[str, Any]] = {}
-        for row in self._rows(resource, columns):
-            certified_by = (
-                (json.loads(row.get("extra") or "{}").get("certification") or {}).get("certified_by")
-                if resource == "dataset"
-                else row.get("certified_by")
-            )
-            if certified_by == MANAGED_BY:
-                found[row["uuid"]] = {"id": row["id"], "changed_on_utc": row["changed_on_utc"]}
-        return found
-
-    def _rows(self, resource: str, columns: str) -> Iterator[dict[str, Any]]:
-        page = 0
-        while True:
-            query = f"(columns:!({columns}),page:{page},page_size:100)"
-            result = self._call("GET", f"/api/v1/{resource}/", params={"q": query})["result"]
-            yield from result
-            if len(result) < 100:
-                return
-            page += 1
-
-    def import_bundle(self, bundle: bytes) -> None:
-        files = {"formData": ("bundle.zip", bundle, "application/zip")}
-        self._call("POST", "/api/v1/dashboard/import/", files=files, data={"overwrite": "true"})
-
-    def delete(self, resource: str, object_id: int) -> None:
-        self._call("DELETE", f"/api/v1/{resource}/{object_id}")
-
-    def dashboard_id(self, slug: str) -> int:
-        for row in self._rows("dashboard", "id,slug"):
-            if row["slug"] == slug:
-                return int(row["id"])
-        raise NibbleError(f"Superset at {self.url} has no dashboard with slug {slug!r}")
-
-    def export_dashboard(self, dashboard_id: int) -> bytes:
-        return self._call("GET", "/api/v1/dashboard/export/", params={"q": f"!({dashboard_id})"})
-
-
 # --- apply and export ------------------------------------------------------------------------------------
 
 
 def _stamp_file(settings: Settings, superset_url: str) -> Path:
     key = hashlib.sha256(superset_url.encode()).hexdigest()[:12]
-    return superset_home(settings) / f"applied-{key}.json"
+    return settings.stack.state_dir.resolve() / "dashboards" / f"applied-{key}.json"
 
 
 def apply(settings: Settings, superset: Superset, root: Path) -> list[str]:
@@ -268,20 +198,20 @@ def apply(settings: Settings, superset: Superset, root: Path) -> list[str]:
     fingerprint = _fingerprint(assets, database_uri)
     stamp_file = _stamp_file(settings, superset.url)
     stamp = json.loads(stamp_file.read_text()) if stamp_file.exists() else {}
-    managed = {resource: superset.managed(resource) for resource in RESOURCES.values()}
-    current = {u: row["changed_on_utc"] for rows in managed.values() for u, row in rows.items()}
+    managed_now = {resource: managed(superset, resource) for resource in RESOURCES.values()}
+    current = {u: row["changed_on_utc"] for rows in managed_now.values() for u, row in rows.items()}
     if stamp.get("fingerprint") == fingerprint and stamp.get("objects") == current:
         return []
     changes = []
     wanted = {a.uuid for a in assets}
     for resource in RESOURCES.values():
-        for object_uuid, row in managed[resource].items():
+        for object_uuid, row in managed_now[resource].items():
             if object_uuid not in wanted:
                 superset.delete(resource, row["id"])
                 changes.append(f"deleted {resource} {object_uuid} (no longer in {root.name}/)")
     superset.import_bundle(bundle_zip(assets, database_uri))
     changes.append(f"imported {len(assets)} assets from {root.name}/ (Pinot at {database_uri})")
-    applied = {u: row["changed_on_utc"] for r in RESOURCES.values() for u, row in superset.managed(r).items()}
+    applied = {u: row["changed_on_utc"] for r in RESOURCES.values() for u, row in managed(superset, r).items()}
     stamp_file.parent.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text(json.dumps({"fingerprint": fingerprint, "objects": applied}, indent=2))
     return changes

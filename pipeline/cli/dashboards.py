@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from pipeline.analytics import dashboards
@@ -27,8 +28,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     folder = args.dir.resolve()
     if args.action == "apply":
         dashboards.load_bundle(folder)  # a broken file fails here, before Superset is asked anything
-    login = dashboards.superset_login(settings)
-    superset = dashboards.Superset(login.url, login.user, login.password)
+    login = _login(settings)
+    superset = dashboards.connect(login)
     if args.action == "apply":
         changes = dashboards.apply(settings, superset, folder)
         for change in changes:
@@ -38,3 +39,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for path in dashboards.export(superset, args.name, folder):
             print(f"wrote {path}")
     return 0
+
+
+def _login(settings: Settings) -> dashboards.SupersetLogin:
+    """NIBBLE_SUPERSET_ADMIN_PASSWORD, else the local stack's password where the development stack is installed
+    (the relay's image ships without it)."""
+    if importlib.util.find_spec("pipeline.devstack") is None:
+        return dashboards.superset_login(settings)
+    from pipeline.devstack import superset
+
+    return superset.login(settings)

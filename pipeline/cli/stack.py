@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.analytics.dashboards import superset_login
 from pipeline.config import Settings
-from pipeline.devstack import processes
+from pipeline.devstack import processes, superset
 from pipeline.devstack.stack import LocalStack
 from pipeline.errors import NibbleError, UsageError
 
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 health = "healthy" if row["healthy"] else ("unhealthy" if row["pid"] else "stopped")
                 print(f"{row['service']:<18}{row['pid'] or '-':>8}{row['port']:>7}  {health:<10}{row['address']}")
             if stack.pid("superset") is not None:
-                login = superset_login(settings)
+                login = superset.login(settings)
                 print(f"Superset login: {login.user} / {login.password} (also in `nibble stack env`)")
         return 0 if all(row["healthy"] for row in rows) else 1
     elif args.action == "logs":
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.action == "env":
         e = settings.endpoints
         try:
-            login = superset_login(settings)
+            login = superset.login(settings)
             print(f"# Superset: {login.url} (login {login.user} / {login.password})")
         except NibbleError as exc:
             print(f"# Superset: {exc}")

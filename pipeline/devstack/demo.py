@@ -20,10 +20,10 @@ from connectors import postgres
 from connectors.pinot import broker_connection
 from connectors.registry import Registry
 from pipeline.analytics import dashboards, tables
-from pipeline.analytics.dashboards import superset_login
 from pipeline.config import Settings
 from pipeline.contract.codec import Codec
 from pipeline.contract.subjects import apply_subjects
+from pipeline.devstack import superset
 from pipeline.devstack.stack import LocalStack
 from pipeline.errors import NibbleError
 from pipeline.migrate import migrate
@@ -101,10 +101,8 @@ def run_demo(settings: Settings, rate: float, duration_s: float, history: str) -
             if subprocess.run(command, env=env, check=False).returncode != 0:
                 raise NibbleError("writing the history failed; see the generator's error above")
         _step("6/7 applying the Superset dashboards (dashboards/)")
-        login = superset_login(settings)
-        for change in dashboards.apply(
-            settings, dashboards.Superset(login.url, login.user, login.password), DASHBOARDS
-        ):
+        login = superset.login(settings)
+        for change in dashboards.apply(settings, dashboards.connect(login), DASHBOARDS):
             _step(f"     {change}")
         _step(f"     open {login.url}/dashboard/list/ and log in as {login.user} / {login.password}")
     except BaseException:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from connectors import http
-from pipeline.analytics.dashboards import ADMIN_USER, admin_password_file, superset_home
+from pipeline.analytics.dashboards import ADMIN_USER, SupersetLogin, superset_login
 from pipeline.config import Settings
 from pipeline.devstack import processes
 from pipeline.devstack.processes import StackError
@@ -33,6 +33,21 @@ REDIS_SERVER = "/usr/bin/redis-server"
 GUNICORN_WORKERS = 2  # gthread workers; Pinot does the heavy lifting, Superset mostly waits on it
 
 Report = Callable[[str], None]
+
+
+def superset_home(settings: Settings) -> Path:
+    """The local stack's Superset files: virtualenv, metadata database, secret key, admin password."""
+    return settings.stack.state_dir.resolve() / "superset"
+
+
+def admin_password_file(settings: Settings) -> Path:
+    """Where the local stack keeps the admin password it generated (mode 0600)."""
+    return superset_home(settings) / "admin_password"
+
+
+def login(settings: Settings) -> SupersetLogin:
+    """The admin login: NIBBLE_SUPERSET_ADMIN_PASSWORD if set, else the password this stack generated."""
+    return superset_login(settings, admin_password_file(settings))
 
 
 # --- Redis -----------------------------------------------------------------------------------------------

@@ -33,9 +33,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from connectors.pinot import broker_connection
+from connectors.superset import Superset
 from pipeline.analytics import dashboards, tables
 from pipeline.analytics.queries import run_query
 from pipeline.devstack.generator import Generator
+from pipeline.devstack.superset import login as superset_login
 from pipeline.resources import DASHBOARDS
 from tests.support.database import scratch_database
 from tests.support.exactness import Ingested, ledger_ingested
@@ -120,10 +122,10 @@ def window(services: Services) -> Iterator[Window]:
 
 
 @pytest.fixture(scope="module")
-def superset(services: Services) -> dashboards.Superset:
+def superset(services: Services) -> Superset:
     settings = services.settings()
-    login = dashboards.superset_login(settings)
-    client = dashboards.Superset(login.url, login.user, login.password)
+    login = superset_login(settings)
+    client = dashboards.connect(login)
     dashboards.apply(settings, client, DASHBOARDS)
     return client
 
@@ -145,7 +147,7 @@ def log_in(driver: webdriver.Chrome, login: dashboards.SupersetLogin, attempts: 
 
 
 @pytest.fixture(scope="module")
-def browser(services: Services, superset: dashboards.Superset) -> Iterator[webdriver.Chrome]:
+def browser(services: Services, superset: Superset) -> Iterator[webdriver.Chrome]:
     profile = tempfile.mkdtemp(prefix="nibble-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -154,7 +156,7 @@ def browser(services: Services, superset: dashboards.Superset) -> Iterator[webdr
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        log_in(driver, dashboards.superset_login(services.settings()))
+        log_in(driver, superset_login(services.settings()))
         yield driver
     finally:
         driver.quit()
@@ -224,9 +226,9 @@ def received_chart_data(driver: webdriver.Chrome) -> dict[int, dict[str, Any]]:
     return bodies
 
 
-def chart_ids(superset: dashboards.Superset) -> dict[str, int]:
+def chart_ids(superset: Superset) -> dict[str, int]:
     """Chart id by the chart's file name in dashboards/charts (its library query's name)."""
-    by_uuid = {uuid_: row["id"] for uuid_, row in superset.managed("chart").items()}
+    by_uuid = {uuid_: row["id"] for uuid_, row in dashboards.managed(superset, "chart").items()}
     return {
         a.path.split("/")[-1][:-5]: by_uuid[a.uuid] for a in dashboards.load_bundle(DASHBOARDS) if a.kind == "charts"
     }
@@ -243,7 +245,7 @@ def close(a: float, b: float) -> bool:
 
 
 def test_every_dashboard_renders_and_shows_what_pinot_answers(
-    services: Services, window: Window, superset: dashboards.Superset, browser: webdriver.Chrome
+    services: Services, window: Window, superset: Superset, browser: webdriver.Chrome
 ) -> None:
     cursor = broker_connection(services.pinot_broker_url).cursor()
     ids = chart_ids(superset)
@@ -316,7 +318,7 @@ def support_window(services: Services) -> Iterator[Window]:
 
 
 def test_the_support_dashboard_renders_and_shows_what_pinot_answers(
-    services: Services, support_window: Window, superset: dashboards.Superset, browser: webdriver.Chrome
+    services: Services, support_window: Window, superset: Superset, browser: webdriver.Chrome
 ) -> None:
     seconds = open_dashboard(browser, superset.url, "support", support_window)
     time.sleep(ANIMATION_S)

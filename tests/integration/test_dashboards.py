@@ -15,9 +15,11 @@ import requests
 import yaml
 
 from connectors.pinot import broker_connection
+from connectors.superset import Superset
 from pipeline.analytics import dashboards
 from pipeline.config import Settings
 from pipeline.devstack.stack import LocalStack
+from pipeline.devstack.superset import login as superset_login
 from pipeline.resources import DASHBOARDS
 from tests.support.polling import wait_until
 from tests.support.services import Services
@@ -29,9 +31,9 @@ def settings(services: Services) -> Settings:
 
 
 @pytest.fixture
-def superset(settings: Settings) -> Iterator[dashboards.Superset]:
-    login = dashboards.superset_login(settings)
-    client = dashboards.Superset(login.url, login.user, login.password)
+def superset(settings: Settings) -> Iterator[Superset]:
+    login = superset_login(settings)
+    client = dashboards.connect(login)
     yield client
     dashboards.apply(settings, client, DASHBOARDS)  # whatever a test changed, the repository's state again
 
@@ -42,8 +44,8 @@ def folder(tmp_path: Path) -> Path:
     return Path(shutil.copytree(DASHBOARDS, tmp_path / "dashboards"))
 
 
-def managed_state(superset: dashboards.Superset) -> dict[str, dict[str, object]]:
-    return {resource: superset.managed(resource) for resource in dashboards.RESOURCES.values()}
+def managed_state(superset: Superset) -> dict[str, dict[str, object]]:
+    return {resource: dashboards.managed(superset, resource) for resource in dashboards.RESOURCES.values()}
 
 
 def nibble(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,7 +53,7 @@ def nibble(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, capture_output=True, text=True)
 
 
-def test_apply_twice_changes_nothing_the_second_time(settings: Settings, superset: dashboards.Superset) -> None:
+def test_apply_twice_changes_nothing_the_second_time(settings: Settings, superset: Superset) -> None:
     dashboards.apply(settings, superset, DASHBOARDS)
     before = managed_state(superset)
     assert dashboards.apply(settings, superset, DASHBOARDS) == []
@@ -65,18 +67,18 @@ def test_apply_twice_changes_nothing_the_second_time(settings: Settings, superse
 
 
 def test_a_chart_deleted_from_the_folder_is_deleted_from_superset(
-    settings: Settings, superset: dashboards.Superset, folder: Path
+    settings: Settings, superset: Superset, folder: Path
 ) -> None:
     extra = yaml.safe_load((folder / "charts" / "funnel.yaml").read_text())
     extra |= {"uuid": str(uuid.uuid4()), "slice_name": "Funnel, a copy"}
     (folder / "charts" / "funnel_copy.yaml").write_text(yaml.safe_dump(extra))
     dashboards.apply(settings, superset, folder)
-    assert extra["uuid"] in superset.managed("chart")
+    assert extra["uuid"] in dashboards.managed(superset, "chart")
 
     (folder / "charts" / "funnel_copy.yaml").unlink()
     changes = dashboards.apply(settings, superset, folder)
     assert any(extra["uuid"] in change and change.startswith("deleted chart") for change in changes)
-    assert extra["uuid"] not in superset.managed("chart")
+    assert extra["uuid"] not in dashboards.managed(superset, "chart")
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_a_chart_deleted_from_the_folder_is_deleted_from_superset(
     ],
 )
 def test_a_broken_asset_fails_naming_file_and_field_and_changes_nothing(
-    settings: Settings, superset: dashboards.Superset, folder: Path, break_it: object, message: str
+    settings: Settings, superset: Superset, folder: Path, break_it: object, message: str
 ) -> None:
     dashboards.apply(settings, superset, DASHBOARDS)
     before = managed_state(superset)
@@ -110,9 +112,7 @@ def test_invalid_yaml_is_reported_with_its_line(settings: Settings, folder: Path
     assert "charts/funnel.yaml: line" in result.stderr and "not valid YAML" in result.stderr, result.stderr
 
 
-def test_export_writes_a_ui_edit_back_into_the_folder(
-    settings: Settings, superset: dashboards.Superset, folder: Path
-) -> None:
+def test_export_writes_a_ui_edit_back_into_the_folder(settings: Settings, superset: Superset, folder: Path) -> None:
     dashboards.apply(settings, superset, DASHBOARDS)
     dashboard_id = superset.dashboard_id("restaurants")
     superset._call("PUT", f"/api/v1/dashboard/{dashboard_id}", json={"dashboard_title": "Restaurants (edited)"})
@@ -138,11 +138,11 @@ def pinot_orders(services: Services) -> int:
 
 
 def test_superset_answers_uncached_while_redis_is_down(
-    services: Services, settings: Settings, superset: dashboards.Superset
+    services: Services, settings: Settings, superset: Superset
 ) -> None:
     dashboards.apply(settings, superset, DASHBOARDS)
     stack = LocalStack(settings)
-    dataset = superset.managed("dataset")[
+    dataset = dashboards.managed(superset, "dataset")[
         next(a.uuid for a in dashboards.load_bundle(DASHBOARDS) if a.path.endswith("/orders.yaml"))
     ]
     query = {

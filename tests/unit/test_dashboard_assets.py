@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.analytics.dashboards import MANAGED_BY, AssetError, bundle_zip, load_bundle
+from pipeline.analytics.dashboards import MANAGED_BY, AssetError, bundle_zip, load_bundle, superset_login
 from pipeline.analytics.queries import library
+from pipeline.config import load_settings
+from pipeline.errors import NibbleError
 from pipeline.resources import DASHBOARDS
 
 
@@ -97,3 +99,17 @@ def test_invalid_yaml_names_its_line(folder: Path) -> None:
     (folder / "charts" / "funnel.yaml").write_text("slice_name: ok\nparams: [unclosed\n")
     with pytest.raises(AssetError, match=r"charts/funnel.yaml: line \d+: not valid YAML"):
         load_bundle(folder)
+
+
+def test_the_login_is_the_setting_else_the_password_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NIBBLE_SUPERSET_ADMIN_PASSWORD", raising=False)
+    settings = load_settings()
+    password_file = tmp_path / "admin_password"
+    with pytest.raises(NibbleError, match=f"set NIBBLE_SUPERSET_ADMIN_PASSWORD, or .* writes {password_file}"):
+        superset_login(settings, password_file)
+    with pytest.raises(NibbleError, match=r"set NIBBLE_SUPERSET_ADMIN_PASSWORD$"):
+        superset_login(settings)  # no local stack (the relay's image)
+    password_file.write_text("generated\n")
+    assert superset_login(settings, password_file).password == "generated"
+    monkeypatch.setenv("NIBBLE_SUPERSET_ADMIN_PASSWORD", "chosen")
+    assert superset_login(load_settings(), password_file).password == "chosen"
