@@ -19,23 +19,24 @@ from pipeline.errors import ServiceFailed
 
 
 class ControllerError(Exception):
-    """The controller refused a request; the message carries its answer."""
+    """The controller did not answer or refused a request; the message carries its answer."""
 
 
 @contextmanager
 def controller_errors(url: str, setting: str) -> Iterator[None]:
-    """The controller out of reach or refusing (and the plain HTTP calls beside it: a server's admin port, the
-    broker's time boundary) as a ServiceFailed naming its address and `setting`."""
+    """A ControllerError (the controller out of reach or refusing) as a ServiceFailed naming its address and
+    `setting`."""
     try:
         yield
-    except (requests.RequestException, ControllerError) as exc:
+    except ControllerError as exc:
         raise ServiceFailed("the Pinot controller", url, setting, str(exc)) from exc
 
 
 @contextmanager
 def broker_errors(url: str, setting: str) -> Iterator[None]:
-    """A broker query failing (pinotdb's errors, or its HTTP client's) as a ServiceFailed naming the broker's
-    address and `setting`. Opt-in: loops that wait for the broker catch the driver's own errors."""
+    """A broker call failing (pinotdb's errors, or those of httpx, the HTTP client it and `time_boundary` use) as
+    a ServiceFailed naming the broker's address and `setting`. Opt-in: loops that wait for the broker catch the
+    driver's own errors."""
     try:
         yield
     except (pinotdb.exceptions.Error, httpx.HTTPError) as exc:
@@ -48,7 +49,10 @@ class Controller:
         self.session = requests.Session()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.url}{path}", timeout=60, **kwargs)
+        try:
+            response = self.session.request(method, f"{self.url}{path}", timeout=60, **kwargs)
+        except requests.RequestException as exc:
+            raise ControllerError(f"{method} {path}: {exc}") from exc
         if response.status_code == 404:
             return None
         if not response.ok:
@@ -95,8 +99,14 @@ class Controller:
         for instance in (self._call("GET", "/instances") or {}).get("instances", []):
             if instance.startswith("Server_"):
                 server = self._call("GET", f"/instances/{instance}")
-                response = self.session.get(f"http://{server['hostName']}:{server['adminPort']}/tables", timeout=10)
-                response.raise_for_status()
+                admin = f"http://{server['hostName']}:{server['adminPort']}/tables"
+                try:
+                    response = self.session.get(admin, timeout=10)
+                    response.raise_for_status()
+                except requests.RequestException as exc:
+                    raise ControllerError(
+                        f"server {instance} (its admin port, as the controller lists it): {exc}"
+                    ) from exc
                 if f"{name}_{kind}" in response.json().get("tables", []):
                     return True
         return False
@@ -131,6 +141,11 @@ class Controller:
         """Run one of the controller's periodic tasks (e.g. RetentionManager) on one table now."""
         self._call("GET", "/periodictask/run", params={"taskname": task, "tableName": name, "type": kind})
 
+    def reset_segment(self, name_with_type: str, segment: str) -> None:
+        """Disable one segment, wait for the server to drop it, enable it again: a consuming segment starts
+        again from its first offset, with the table config as it is now."""
+        self._call("POST", f"/segments/{name_with_type}/{quote(segment, safe='')}/reset")
+
     def consumed_offsets(self, name: str) -> dict[int, int]:
         """Each stream partition's offset the table's consuming segment has reached."""
         answer = self._call("GET", f"/tables/{name}/consumingSegmentsInfo") or {}
@@ -157,7 +172,7 @@ class Controller:
 def time_boundary(broker_url: str, name: str) -> int | None:
     """Where the broker splits a hybrid table (epoch ms of its time column: offline rows at or before it, realtime
     rows after it), or None while it has no offline segment."""
-    response = requests.get(f"{broker_url.rstrip('/')}/debug/timeBoundary/{name}", timeout=10)
+    response = httpx.get(f"{broker_url.rstrip('/')}/debug/timeBoundary/{name}", timeout=10)
     if response.status_code == 404:  # 0.11 answers 404 with no body
         return None
     response.raise_for_status()
