@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from connectors.registry import Registered, RegistryError
 from pipeline.analytics.tables import DECODER_CLASS, desired_specs
 from pipeline.config import load_settings
-from pipeline.contract.codec import Codec, ContractError, SchemaVersion, unframed, wire_header
+from pipeline.contract.codec import WIRE_HEADER_BYTES, Codec, ContractError, SchemaVersion, unframed, wire_header
+from pipeline.contract.rows import OutboxRow
 from pipeline.contract.subjects import SchemaIdUnavailable, registered_ids, schema_text, subject_name
 from pipeline.outbox.batch import encode_batch
 from pipeline.resources import AVRO_SCHEMAS, PINOT
@@ -143,3 +146,54 @@ def test_every_table_gets_the_wire_format_decoder_from_desired_specs(tmp_path: P
         assert stream["stream.kafka.decoder.prop.schema.registry.url"] == settings.endpoints.pinot_schema_registry_url
         assert json.loads(stream["stream.kafka.decoder.prop.schema"]) == versions[max(versions)].raw
         assert json.loads(stream["stream.kafka.decoder.prop.unframed.writer.schema"]) == versions[1].raw
+
+
+# --- a fixed vector: the relay's hot path may change, the bytes of an event may not ---------------------------
+
+ORDER_PAYLOAD = (
+    '{"city": "Berlin", "status": "placed", "cuisine": "thai", "user_id": "c7468db0-1f24-42ab-a022-c0aa59c2894e", '
+    '"currency": "USD", "order_id": "133f475e-3bf4-40c5-bde8-74a1c5ee64d4", '
+    '"placed_at": "2026-12-02T17:18:24.932879+00:00", "tip_cents": 100, "item_count": 2, '
+    '"updated_at": "2026-12-02T17:18:24.932879+00:00", "promised_at": "2026-12-02T17:53:24.932879+00:00", '
+    '"total_cents": 2599, "delivery_lat": 52.52, "delivery_lon": 13.4, "cancel_reason": null, '
+    '"restaurant_id": "f57dd72c-b7fd-403e-9288-932de9993ff3", "payment_status": null, "subtotal_cents": 2250, '
+    '"restaurant_name": "Bench Bistro", "delivery_fee_cents": 249}'
+)
+# Written by the codec at commit bdf1a0e (before the hot-path changes of issue 25), for schema id 0x0102A3.
+ORDER_VALUE = bytes.fromhex(
+    "00000102a34863656132383035372d313237332d343335312d613435662d373363303638623232356364164f72646572506c6163"
+    "656488959efcc6688012044831333366343735652d336266342d343063352d626465382d37346131633565653634643448633734"
+    "36386462302d316632342d343261622d613032322d6330616135396332383934654866353764643732632d623766642d34303365"
+    "2d393238382d3933326465393939336666331842656e63682042697374726f0c4265726c696e08746861690c706c616365640494"
+    "23f203c801ce28065553440000c3f5285c8f424a40cdcccccccccc2a40c8fa9dfcc6680288a79efec668c8fa9dfcc668"
+)
+
+
+@pytest.mark.parametrize("zone", [UTC, ZoneInfo("Etc/UTC"), ZoneInfo("Asia/Kolkata")], ids=str)
+def test_an_order_event_is_the_same_message_as_before(zone: tzinfo) -> None:
+    """Whatever time zone the claim's timestamps come in (the session's), the same instant, the same bytes."""
+    occurred_at = datetime(2026, 12, 2, 17, 18, 26, 628408, tzinfo=UTC).astimezone(zone)
+    row = OutboxRow(
+        2,
+        "cea28057-1273-4351-a45f-73c068b225cd",
+        "order",
+        "133f475e-3bf4-40c5-bde8-74a1c5ee64d4",
+        "OrderPlaced",
+        ORDER_PAYLOAD,
+        1,
+        1152,
+        occurred_at,
+    )
+    framed = Codec("nibble-test.", schema_id=lambda _stream, _version: 0x0102A3).encode(row)
+    assert framed.topic == "nibble-test.nibble.orders"
+    assert framed.key == b"133f475e-3bf4-40c5-bde8-74a1c5ee64d4"
+    assert framed.value == ORDER_VALUE
+    assert framed.headers == [
+        ("event_id", b"cea28057-1273-4351-a45f-73c068b225cd"),
+        ("event_type", b"OrderPlaced"),
+        ("schema", b"nibble.events.OrderEvent"),
+        ("schema_version", b"1"),
+        ("occurred_at", b"1796231906628"),
+        ("source_txid", b"1152"),
+    ]
+    assert Codec("nibble-test.").encode(row).value == ORDER_VALUE[WIRE_HEADER_BYTES:]
