@@ -11,7 +11,8 @@ import sys
 import psycopg
 
 from pipeline.config import load_settings
-from pipeline.devstack.stack import LocalStack, relay_password
+from pipeline.devstack.postgres_cluster import relay_password
+from pipeline.devstack.stack import LocalStack
 from tests.support.services import Services
 
 NIBBLE = [sys.executable, "-m", "pipeline"]

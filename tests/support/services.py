@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pipeline.config import Settings, load_settings
-from pipeline.devstack.stack import LocalStack, relay_password
+from pipeline.devstack.postgres_cluster import relay_password
+from pipeline.devstack.stack import LocalStack
 
 
 @dataclass(frozen=True)
