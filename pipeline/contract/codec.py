@@ -13,22 +13,19 @@ import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastavro
 import orjson
 
 from pipeline.contract import catalog
 from pipeline.contract.rows import OutboxRow
-from pipeline.contract.writers import Misfit, UnsupportedSchema, Writer, field_writer
+from pipeline.contract.writers import Misfit, UnsupportedSchema, Writer, epoch_millis, field_writer
 from pipeline.errors import NibbleError
 from pipeline.resources import AVRO_SCHEMAS
 
 ENVELOPE_FIELDS = ("event_id", "event_type", "occurred_at", "source_txid", "outbox_position")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
 WIRE_MAGIC = 0
 WIRE_HEADER_BYTES = 5
 
@@ -51,8 +48,9 @@ class PoisonEvent(Exception):
     """This one event can never be published as it is; the message says why."""
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    """A tuple, not a frozen dataclass: built once per event, and a frozen dataclass's __init__ costs ~1 us."""
+
     topic: str
     key: bytes
     value: bytes
@@ -85,7 +83,8 @@ class SchemaVersion:
     parsed: Any  # fastavro's form, for reading messages back
     payload_fields: frozenset[str]
     required_fields: frozenset[str]
-    fields: tuple[tuple[str, Any, Writer], ...]  # every field in schema order: name, default, writer
+    envelope: tuple[Writer, ...]  # the ENVELOPE_FIELDS' writers; they come first, in that order
+    payload: tuple[tuple[str, Any, Writer], ...]  # the other fields in schema order: name, default, writer
     headers: tuple[tuple[str, bytes], ...]  # the headers naming this version, encoded once
 
     @classmethod
@@ -94,14 +93,15 @@ class SchemaVersion:
         if not _starts_with_event_id(raw):
             # Readers tell unframed messages from framed ones by the first byte (see the module's doc).
             raise ContractError(f"{path}: the first field must be the string event_id (a uuid)")
-        payload = [f for f in raw["fields"] if f["name"] not in ENVELOPE_FIELDS]
+        if tuple(f["name"] for f in raw["fields"][: len(ENVELOPE_FIELDS)]) != ENVELOPE_FIELDS:
+            # The codec writes the envelope from the row's columns, ahead of the payload's fields.
+            raise ContractError(f"{path}: the first fields must be {', '.join(ENVELOPE_FIELDS)}, in that order")
+        envelope, payload = raw["fields"][: len(ENVELOPE_FIELDS)], raw["fields"][len(ENVELOPE_FIELDS) :]
         full_name = f"{raw['namespace']}.{raw['name']}"
         version = int(path.stem.removeprefix("v"))
         try:
-            fields = tuple(
-                (f["name"], f.get("default"), field_writer(f["name"], f["type"], f["name"] in ENVELOPE_FIELDS))
-                for f in raw["fields"]
-            )
+            envelope_writers = tuple(field_writer(f["name"], f["type"], millis_given=True) for f in envelope)
+            payload_writers = tuple((f["name"], f.get("default"), field_writer(f["name"], f["type"])) for f in payload)
         except UnsupportedSchema as exc:
             raise ContractError(f"{path}: {exc}") from None
         return cls(
@@ -111,7 +111,8 @@ class SchemaVersion:
             parsed=fastavro.parse_schema(raw),
             payload_fields=frozenset(f["name"] for f in payload),
             required_fields=frozenset(f["name"] for f in payload if "default" not in f),
-            fields=fields,
+            envelope=envelope_writers,
+            payload=payload_writers,
             headers=(("schema", full_name.encode()), ("schema_version", str(version).encode())),
         )
 
@@ -127,15 +128,17 @@ class SchemaVersion:
         if not self.required_fields <= keys:
             missing = sorted(self.required_fields - keys)
             raise PoisonEvent(f"payload lacks required fields of {self.full_name} v{self.version}: {missing}")
-        payload["event_id"] = row.event_id
-        payload["event_type"] = row.event_type
-        payload["occurred_at"] = occurred_at_ms
-        payload["source_txid"] = row.txid
-        payload["outbox_position"] = row.position
+        event_id, event_type, occurred_at, source_txid, outbox_position = self.envelope
+        get = payload.get
         out = bytearray(header)
         try:
-            for name, default, write in self.fields:
-                write(out, payload.get(name, default))
+            event_id(out, row.event_id)
+            event_type(out, row.event_type)
+            occurred_at(out, occurred_at_ms)
+            source_txid(out, row.txid)
+            outbox_position(out, row.position)
+            for name, default, write in self.payload:
+                write(out, get(name, default))
         except Misfit as exc:
             raise PoisonEvent(f"does not fit {self.full_name} v{self.version}: {exc}") from None
         return bytes(out)
@@ -163,6 +166,14 @@ def _starts_with_event_id(raw: dict[str, Any]) -> bool:
 SchemaIdLookup = Callable[["Stream", SchemaVersion], int]
 
 
+class Route(NamedTuple):
+    """Where the events of one (aggregate type, schema version) go and how they are written."""
+
+    topic: str
+    schema: SchemaVersion
+    header: bytes  # the wire-format header, or b"" without a registry
+
+
 class Codec:
     """Turns outbox rows into Kafka messages; one instance per relay, schemas parsed once.
 
@@ -174,7 +185,7 @@ class Codec:
         self, topic_prefix: str = "", schemas_dir: Path = AVRO_SCHEMAS, schema_id: SchemaIdLookup | None = None
     ) -> None:
         self.schema_id = schema_id
-        self.headers: dict[tuple[str, int], bytes] = {}  # (aggregate type, version) -> wire header
+        self.routes: dict[tuple[str, int], Route] = {}  # (aggregate type, version), filled as they are met
         self.streams = {
             aggregate_type: Stream(
                 aggregate_type=aggregate_type,
@@ -197,22 +208,14 @@ class Codec:
 
     def encode(self, row: OutboxRow) -> Message:
         """The Kafka message for one outbox row; raises PoisonEvent if the row cannot be encoded."""
-        stream = self.streams.get(row.aggregate_type)
-        if stream is None:
-            raise PoisonEvent(f"no stream for aggregate type {row.aggregate_type!r} in avro_schemas/streams.json")
-        schema = stream.versions.get(row.schema_version)
-        if schema is None:
-            raise PoisonEvent(f"no Avro schema {stream.topic} v{row.schema_version} in avro_schemas/")
-        occurred_at_ms = (row.occurred_at - _EPOCH) // _MILLISECOND
-        header = b""
-        if self.schema_id is not None:
-            header = self.headers.get((row.aggregate_type, row.schema_version)) or self._header(stream, schema)
-        value = schema.write(row, occurred_at_ms, header)
+        route = self.routes.get((row.aggregate_type, row.schema_version)) or self._route(row)
+        occurred_at_ms = epoch_millis(row.occurred_at)
+        schema = route.schema
         return Message(
-            topic=stream.topic,
-            key=row.aggregate_id.encode(),
-            value=value,
-            headers=[
+            route.topic,
+            row.aggregate_id.encode(),
+            schema.write(row, occurred_at_ms, route.header),
+            [
                 ("event_id", row.event_id.encode()),
                 ("event_type", row.event_type.encode()),
                 *schema.headers,
@@ -221,11 +224,17 @@ class Codec:
             ],
         )
 
-    def _header(self, stream: Stream, schema: SchemaVersion) -> bytes:
-        assert self.schema_id is not None
-        header = wire_header(self.schema_id(stream, schema))
-        self.headers[(stream.aggregate_type, schema.version)] = header
-        return header
+    def _route(self, row: OutboxRow) -> Route:
+        """The route of a version met for the first time; its registry id is asked here, once."""
+        stream = self.streams.get(row.aggregate_type)
+        if stream is None:
+            raise PoisonEvent(f"no stream for aggregate type {row.aggregate_type!r} in avro_schemas/streams.json")
+        schema = stream.versions.get(row.schema_version)
+        if schema is None:
+            raise PoisonEvent(f"no Avro schema {stream.topic} v{row.schema_version} in avro_schemas/")
+        header = b"" if self.schema_id is None else wire_header(self.schema_id(stream, schema))
+        route = self.routes[(row.aggregate_type, row.schema_version)] = Route(stream.topic, schema, header)
+        return route
 
     def decode(self, message_value: bytes, aggregate_type: str, version: int) -> dict[str, Any]:
         """Read a message back (framed or not) with the schema its headers name (for tests and tools)."""

@@ -18,6 +18,7 @@ from types import FrameType
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Message as KafkaMessage
 
 from connectors import kafka, postgres
 from connectors.registry import Registry
@@ -272,16 +273,15 @@ class Relay:
     def _publish(self, to_send: list[tuple[OutboxRow, Message]]) -> dict[int, str]:
         """Produce every message and wait for every acknowledgement; returns position -> error of failures."""
         producer = self._producer()
-        failed: dict[int, str] = {}
+        undelivered: list[tuple[bytes, str]] = []  # value and error of each message Kafka refused
 
-        def on_delivery(position: int) -> object:
-            def record(err: KafkaError | None, _msg: object) -> None:
-                if err is not None:
-                    failed[position] = err.str()
+        def on_delivery(err: KafkaError | None, msg: KafkaMessage) -> None:
+            if err is not None:
+                undelivered.append((msg.value(), err.str()))
 
-            return record
-
-        for row, message in to_send:
+        # One callback for the whole batch, not a closure per event: a failed message is found by its value,
+        # unique per event (its Avro holds the event id and the position).
+        for _row, message in to_send:
             while True:
                 try:
                     producer.produce(
@@ -289,12 +289,16 @@ class Relay:
                         value=message.value,
                         key=message.key,
                         headers=message.headers,
-                        on_delivery=on_delivery(row.position),
+                        on_delivery=on_delivery,
                     )
                     break
                 except BufferError:  # local queue full: let deliveries drain it
                     producer.poll(0.05)
         remaining = self._await_acknowledgements(producer)
+        failed: dict[int, str] = {}
+        if undelivered:
+            position_of = {message.value: row.position for row, message in to_send}
+            failed = {position_of[value]: error for value, error in undelivered}
         if remaining:
             failed.update({row.position: "no delivery report" for row, _ in to_send if row.position not in failed})
         if self.producer_fatal:

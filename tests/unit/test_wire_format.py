@@ -80,7 +80,7 @@ def test_a_registry_that_does_not_answer_fails_the_batch_and_caches_nothing() ->
     codec = Codec(schema_id=registered_ids(registry))
     with pytest.raises(SchemaIdUnavailable, match="schema registry: Connection refused"):
         encode_batch([driver_row()], codec.encode, 1_000_000)  # raised, not dead-lettered: nothing is lost
-    assert codec.headers == {}
+    assert codec.routes == {}
     registry.error = None  # the next try, once the registry is back
     assert codec.encode(driver_row()).value[:5] == wire_header(42)
 
