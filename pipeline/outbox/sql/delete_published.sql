@@ -1,2 +1,2 @@
 -- Rows Kafka has acknowledged.
-DELETE FROM {schema}.outbox WHERE position = ANY(%(positions)s)
+DELETE FROM {schema}.outbox WHERE position = ANY(%(positions)s::bigint[])
