@@ -163,9 +163,11 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def relay_backends(conn: psycopg.Connection) -> list[int]:
-    """The backend pids of the relays' sessions on the database `conn` is connected to."""
+    """The backend pids of the relays' sessions on the database `conn` is connected to (not the parallel
+    workers their backlog counts start now and then, which come and go)."""
     rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
+        " AND backend_type = 'client backend'",
         (APPLICATION_NAME,),
     ).fetchall()
     return [pid for (pid,) in rows]
