@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -299,14 +300,28 @@ def latency(services: Services, rate: int, seconds: int, processes: int, batch_s
             delete_subjects(prefix)
 
 
-def debezium(events: int) -> tuple[float | None, str]:
-    """Debezium's first-to-last append rate for `events` outbox rows, and its summary lines."""
-    result = subprocess.run(["bash", str(DEBEZIUM), str(events)], capture_output=True, text=True, check=False)
+def debezium(events: int, timeout_s: float) -> tuple[float | None, str]:
+    """Debezium's first-to-last append rate for `events` outbox rows, and its summary lines; None after
+    timeout_s (creating its replication slot waits for every transaction open on the server to end, and a
+    session left idle in a transaction by another run on the shared server blocks it indefinitely)."""
+    harness = subprocess.Popen(
+        ["bash", str(DEBEZIUM), str(events)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, so a timeout stops its JVMs too
+    )
+    try:
+        stdout, stderr = harness.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(harness.pid, signal.SIGTERM)  # the harness's exit trap stops Connect and drops its database
+        stdout, stderr = harness.communicate(timeout=120)
+        stderr += f"\nstopped after {timeout_s:.0f} s"
     keep = ("machine:", "drain: first", "drain: connector JVM", "drain: Connect JVM CPU", "drain: per-key", "load:")
-    summary = "\n".join(line for line in result.stdout.splitlines() if line.startswith(keep))
-    match = re.search(r"first append -> last append .*= ([\d,]+) events/s", result.stdout)
+    summary = "\n".join(line for line in stdout.splitlines() if line.startswith(keep))
+    match = re.search(r"first append -> last append .*= ([\d,]+) events/s", stdout)
     if match is None:
-        return None, summary + result.stdout[-1000:] + result.stderr[-1000:]
+        return None, summary + stdout[-1000:] + stderr[-1000:]
     return float(match.group(1).replace(",", "")), summary
 
 
@@ -368,6 +383,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30, help="length of each latency run")
     parser.add_argument("--rounds", type=int, default=3, help="drains per process count, in alternation (medians)")
     parser.add_argument("--debezium-rounds", type=int, default=1, help="Debezium runs, each after a round of drains")
+    parser.add_argument("--debezium-timeout", type=float, default=900, help="seconds a Debezium run may take")
     parser.add_argument("--skip-debezium", action="store_true", help="do not run ../shared/peers/debezium/run.sh")
     args = parser.parse_args()
     services = Services.from_settings(load_settings())
@@ -388,7 +404,7 @@ def main() -> None:
             for processes in (int(p) for p in args.processes.split(",")):
                 drains.append(drain(services, template.rsplit("/", 1)[1], processes, args.batch_size))
             if round_number < debezium_rounds:
-                dbz_rate, dbz_summary = debezium(events)
+                dbz_rate, dbz_summary = debezium(events, args.debezium_timeout)
                 print(f"debezium, round {round_number + 1}:\n{dbz_summary}", flush=True)
                 if dbz_rate:
                     dbz_rates.append(dbz_rate)
