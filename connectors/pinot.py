@@ -141,6 +141,11 @@ class Controller:
         """Run one of the controller's periodic tasks (e.g. RetentionManager) on one table now."""
         self._call("GET", "/periodictask/run", params={"taskname": task, "tableName": name, "type": kind})
 
+    def consuming_segments(self, name: str) -> list[str]:
+        """The realtime table's segments that are consuming now (one per stream partition)."""
+        ideal = (self._call("GET", f"/tables/{name}/idealstate") or {}).get("REALTIME") or {}
+        return [segment for segment, replicas in ideal.items() if "CONSUMING" in replicas.values()]
+
     def reset_segment(self, name_with_type: str, segment: str) -> None:
         """Disable one segment, wait for the server to drop it, enable it again: a consuming segment starts
         again from its first offset, with the table config as it is now."""
