@@ -13,6 +13,7 @@ from pipeline.config import SERVICE_LOGINS, login_url
 from pipeline.contract import catalog
 from pipeline.outbox import dlq
 from pipeline.outbox.backfill import Backfill
+from tests.support.service_rows import place_order, restaurant_with_dead_letters
 
 EMITTING = catalog.outboxes(catalog.load())
 
@@ -42,11 +43,7 @@ def act_as(conn: psycopg.Connection, actor: str) -> None:
 def test_audit_rows_name_the_actor_of_each_transaction(db: str, service: dict[str, psycopg.Connection]) -> None:
     orders = service["order_service"]
     act_as(orders, "user:alice")
-    order_id = orders.execute(
-        "INSERT INTO orders (user_id, restaurant_id, restaurant_name, city, cuisine, delivery_location) "
-        "VALUES (gen_random_uuid(), gen_random_uuid(), 'Pho 24', 'Berlin', 'vietnamese', "
-        "'SRID=4326;POINT(13.4 52.5)') RETURNING id"
-    ).fetchone()[0]
+    order_id = place_order(orders)
     orders.execute(
         "INSERT INTO payments (order_id, amount, method, status) VALUES (%s, 20, 'card', 'authorized')", (order_id,)
     )
@@ -130,18 +127,7 @@ def test_dead_letter_replay_and_discard_backfill_and_rebuild_runs_name_the_actor
 ) -> None:
     monkeypatch.setenv("NIBBLE_ACTOR", "ops:carol")
     with psycopg.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO restaurant_service.restaurants (name, line1, city, location) "
-            "VALUES ('Pho 24', 'Main street 1', 'Berlin', 'SRID=4326;POINT(13.4 52.5)')"
-        )
-        for position in (1_000_000, 1_000_001):
-            conn.execute(
-                "INSERT INTO restaurant_service.outbox_dead_letter (position, event_id, aggregate_type, "
-                "aggregate_id, event_type, payload, schema_version, txid, occurred_at, error) "
-                "VALUES (%s, gen_random_uuid(), 'restaurant', gen_random_uuid(), 'RestaurantUpdated', '{}', 1, "
-                "pg_current_xact_id(), now(), 'poison')",
-                (position,),
-            )
+        restaurant_with_dead_letters(conn, [1_000_000, 1_000_001])
     assert dlq.replay(db, EMITTING, "position", 1_000_000) == 1
     assert dlq.discard(db, EMITTING, "position", 1_000_001) == 1
     Backfill(db).run(["restaurants"])

@@ -18,6 +18,7 @@ from pipeline.devstack.generator import Generator
 from pipeline.outbox import dlq
 from pipeline.outbox.backfill import Backfill
 from tests.support.database import refused
+from tests.support.service_rows import place_order, restaurant_with_dead_letters
 from tests.support.services import Services
 
 EMITTING = catalog.outboxes(catalog.load())
@@ -71,11 +72,7 @@ def test_a_service_writes_its_own_tables_its_triggers_its_outbox_and_nothing_mor
 ) -> None:
     orders = login["order_service"]
     with orders.transaction():
-        order_id = orders.execute(
-            "INSERT INTO orders (user_id, restaurant_id, restaurant_name, city, cuisine, delivery_location) "
-            "VALUES (gen_random_uuid(), gen_random_uuid(), 'Pho 24', 'Berlin', 'vietnamese', "
-            "'SRID=4326;POINT(13.4 52.5)') RETURNING id"
-        ).fetchone()[0]
+        order_id = place_order(orders)
         orders.execute(
             "INSERT INTO order_items (order_id, menu_item_id, name, quantity, unit_price) "
             "VALUES (%s, gen_random_uuid(), 'Pho bo', 2, 12.50)",
@@ -101,16 +98,7 @@ def test_a_service_writes_its_own_tables_its_triggers_its_outbox_and_nothing_mor
 
 def test_the_tools_get_only_what_their_job_needs(db: str, login: dict[str, psycopg.Connection]) -> None:
     with psycopg.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO restaurant_service.restaurants (name, line1, city, location) "
-            "VALUES ('Pho 24', 'Main street 1', 'Berlin', 'SRID=4326;POINT(13.4 52.5)')"
-        )
-        conn.execute(
-            "INSERT INTO restaurant_service.outbox_dead_letter (position, event_id, aggregate_type, aggregate_id, "
-            "event_type, payload, schema_version, txid, occurred_at, error) "
-            "VALUES (1000000, gen_random_uuid(), 'restaurant', gen_random_uuid(), 'RestaurantUpdated', '{}', 1, "
-            "pg_current_xact_id(), now(), 'poison')"
-        )
+        restaurant_with_dead_letters(conn, [1_000_000])
     # backfill: its snapshots through the owners' functions, never an outbox or a user directly
     [progress] = Backfill(db).run(["restaurants"])
     assert progress.finished and progress.events == 1
