@@ -300,7 +300,10 @@ def latency(services: Services, rate: int, seconds: int, processes: int, batch_s
             delete_subjects(prefix)
 
 
-def debezium(events: int, timeout_s: float) -> tuple[float | None, str]:
+PEER_DATABASE = "peer_debezium"  # the harness's own database (its PEER_DB default)
+
+
+def debezium(database_url: str, events: int, timeout_s: float) -> tuple[float | None, str]:
     """Debezium's first-to-last append rate for `events` outbox rows, and its summary lines; None after
     timeout_s (creating its replication slot waits for every transaction open on the server to end, and a
     session left idle in a transaction by another run on the shared server blocks it indefinitely)."""
@@ -314,8 +317,15 @@ def debezium(events: int, timeout_s: float) -> tuple[float | None, str]:
     try:
         stdout, stderr = harness.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(harness.pid, signal.SIGTERM)  # the harness's exit trap stops Connect and drops its database
-        stdout, stderr = harness.communicate(timeout=120)
+        # Ending its sessions makes the harness fail, and its exit trap drop the slot and the database (a slot
+        # still being created by a live session cannot be dropped: stopping the harness alone leaves it behind).
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (PEER_DATABASE,))
+        try:
+            stdout, stderr = harness.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(harness.pid, signal.SIGTERM)  # its exit trap stops Connect and drops its database
+            stdout, stderr = harness.communicate(timeout=120)
         stderr += f"\nstopped after {timeout_s:.0f} s"
     keep = ("machine:", "drain: first", "drain: connector JVM", "drain: Connect JVM CPU", "drain: per-key", "load:")
     summary = "\n".join(line for line in stdout.splitlines() if line.startswith(keep))
@@ -404,7 +414,7 @@ def main() -> None:
             for processes in (int(p) for p in args.processes.split(",")):
                 drains.append(drain(services, template.rsplit("/", 1)[1], processes, args.batch_size))
             if round_number < debezium_rounds:
-                dbz_rate, dbz_summary = debezium(events, args.debezium_timeout)
+                dbz_rate, dbz_summary = debezium(services.database_url, events, args.debezium_timeout)
                 print(f"debezium, round {round_number + 1}:\n{dbz_summary}", flush=True)
                 if dbz_rate:
                     dbz_rates.append(dbz_rate)
