@@ -9,65 +9,30 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter, defaultdict
 
 import psycopg
 import pytest
 import requests
 
 from pipeline.contract import catalog
-from tests.support.kafka_reader import Received, read_topic
 from tests.support.polling import wait_until
+from tests.support.relay_checks import (
+    OUTBOXES,
+    assert_complete_and_ordered,
+    assert_only_a_batch_again,
+    backlog,
+    lane_shares,
+    orders_read_back,
+    read_orders,
+)
 from tests.support.workload import EVENTS_PER_ORDER, ROWS_PER_ORDER, full_lifecycle, place_orders, poisoned_order
-
-
-def backlog(db: str, schema: str = "order_service") -> int:
-    """Outbox rows waiting: every stream's, the order ledger's entries beside the order events."""
-    with psycopg.connect(db) as conn:
-        return conn.execute(f"SELECT count(*) FROM {schema}.outbox").fetchone()[0]
-
-
-# `nibble relay status` has a row per outbox the relay serves: one per service schema in the catalog.
-OUTBOXES = len({stream.outbox for stream in catalog.load().values()})
-
-
-def lane_shares(services, db: str) -> list[list[int]]:
-    """Per outbox, how many lanes each relay holds (sorted), from `nibble relay status --json`."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "relay", "status", "--json"],
-        env={**os.environ, **services.environ(), "NIBBLE_DATABASE_URL": db},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout)
-    return [sorted(len(lanes) for lanes in row["lanes_by_relay_pid"].values()) for row in status]
-
-
-def assert_complete_and_ordered(received: list[Received], order_ids: list[uuid.UUID]) -> Counter:
-    """Every event of every order present, and per key (order) the first occurrences in position order.
-    Returns how often each event id was received (>1 only for re-sent, unacknowledged events)."""
-    per_key: dict[str, list[int]] = defaultdict(list)
-    seen: set[str] = set()
-    counts: Counter = Counter()
-    for message in received:
-        event_id = str(message.record["event_id"])
-        counts[event_id] += 1
-        if event_id not in seen:
-            seen.add(event_id)
-            per_key[message.key].append(message.record["outbox_position"])
-    assert set(per_key) == {str(order_id) for order_id in order_ids}
-    assert all(len(positions) == EVENTS_PER_ORDER for positions in per_key.values())
-    assert all(positions == sorted(positions) for positions in per_key.values())
-    return counts
 
 
 def test_events_reach_kafka_with_key_headers_and_exact_values(services, db, prefix, start_relay) -> None:
     order_ids = full_lifecycle(db, 50)
     relay = start_relay()
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 50 * EVENTS_PER_ORDER)
+    received = read_orders(services, prefix, 50 * EVENTS_PER_ORDER)
     counts = assert_complete_and_ordered(received, order_ids)
     assert len(received) == 50 * EVENTS_PER_ORDER and set(counts.values()) == {1}
 
@@ -90,7 +55,7 @@ def test_a_rolled_back_transaction_publishes_nothing(services, db, prefix, start
     committed = full_lifecycle(db, 1)
     start_relay()
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", EVENTS_PER_ORDER)
+    received = read_orders(services, prefix, EVENTS_PER_ORDER)
     assert {m.key for m in received} == {str(committed[0])}
     assert len(received) == EVENTS_PER_ORDER
 
@@ -98,7 +63,6 @@ def test_a_rolled_back_transaction_publishes_nothing(services, db, prefix, start
 def test_kill_9_mid_drain_loses_nothing_and_keeps_order(services, db, prefix, start_relay) -> None:
     orders = 20_000
     order_ids = full_lifecycle(db, orders)
-    total = orders * EVENTS_PER_ORDER
     rows = orders * ROWS_PER_ORDER
     batch = 2000
     relay = start_relay(relay_batch_size=str(batch))
@@ -108,12 +72,7 @@ def test_kill_9_mid_drain_loses_nothing_and_keeps_order(services, db, prefix, st
     assert 0 < left < rows, "the kill must land mid-drain"
     start_relay(relay_batch_size=str(batch))
     wait_until(lambda: backlog(db) == 0, what="the restarted relay to drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", total)
-    counts = assert_complete_and_ordered(received, order_ids)
-    duplicates = sum(n - 1 for n in counts.values())
-    # Only the batch in flight at the kill can be sent twice (same event ids).
-    assert duplicates <= batch
-    assert len(received) == total + duplicates
+    assert_only_a_batch_again(services, prefix, order_ids, batch)
 
 
 def test_a_second_relay_takes_every_lane_when_the_first_dies(services, db, prefix, start_relay) -> None:
@@ -131,8 +90,7 @@ def test_a_second_relay_takes_every_lane_when_the_first_dies(services, db, prefi
         lambda: lane_shares(services, db) == [[8]] * OUTBOXES, timeout_s=30, what="the second relay to hold every lane"
     )
     wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the second relay to drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 200 * EVENTS_PER_ORDER)
-    assert_complete_and_ordered(received, first_ids + second_ids)
+    orders_read_back(services, prefix, first_ids + second_ids)
     assert second_relay.terminate() == 0
 
 
@@ -154,8 +112,7 @@ def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, pref
     dead = json.loads(listing.stdout)
     assert [(row["aggregate_id"], row["event_type"]) for row in dead] == [(str(poisoned), "OrderPlaced")]
     assert "does not fit nibble.events.OrderEvent v1" in dead[0]["error"]
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER)
-    assert_complete_and_ordered(received, healthy)
+    orders_read_back(services, prefix, healthy)
 
     # The cause is fixed (the payload corrected), then the event replayed: both events follow, in order.
     with psycopg.connect(db) as conn:
@@ -169,7 +126,7 @@ def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, pref
     )
     assert "replayed 1 event(s)" in replay.stdout
     wait_until(lambda: backlog(db) == 0, what="the replayed aggregate to drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER + 2)
+    received = read_orders(services, prefix, 20 * EVENTS_PER_ORDER + 2)
     mine = [m.record for m in received if m.key == str(poisoned)]
     assert [(r["event_type"], r["status"]) for r in mine] == [
         ("OrderPlaced", "placed"),
@@ -193,8 +150,7 @@ def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, start_r
         errors = conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
     assert [row[0] for row in errors] == [big]
     assert "exceeds NIBBLE_RELAY_MAX_MESSAGE_BYTES=2048" in errors[0][1]
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 3 * EVENTS_PER_ORDER)
-    assert_complete_and_ordered(received, small)
+    orders_read_back(services, prefix, small)
 
 
 def test_unparseable_payload_is_dead_lettered_and_the_relay_keeps_running(services, db, prefix, start_relay) -> None:
@@ -211,8 +167,7 @@ def test_unparseable_payload_is_dead_lettered_and_the_relay_keeps_running(servic
     with psycopg.connect(db) as conn:
         errors = conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
     assert [row[0] for row in errors] == [bad] and "payload is not parseable JSON" in errors[0][1]
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 3 * EVENTS_PER_ORDER)
-    assert_complete_and_ordered(received, good)
+    orders_read_back(services, prefix, good)
     assert relay.terminate() == 0
 
 
@@ -236,9 +191,7 @@ def test_kafka_unreachable_keeps_the_backlog_then_a_relay_with_kafka_drains_it(
 
     start_relay()
     wait_until(lambda: backlog(db) == 0, what="the backlog to drain once Kafka is reachable")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER)
-    counts = assert_complete_and_ordered(received, order_ids)
-    assert len(received) == 20 * EVENTS_PER_ORDER and set(counts.values()) == {1}
+    assert set(orders_read_back(services, prefix, order_ids).values()) == {1}
 
 
 def test_relay_reconnects_when_its_postgres_session_dies(services, db, prefix, start_relay) -> None:
@@ -254,8 +207,7 @@ def test_relay_reconnects_when_its_postgres_session_dies(services, db, prefix, s
     assert killed == 1
     second = full_lifecycle(db, 10)
     wait_until(lambda: backlog(db) == 0, timeout_s=30, what="the relay to reconnect and drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 20 * EVENTS_PER_ORDER)
-    assert_complete_and_ordered(received, first + second)
+    orders_read_back(services, prefix, first + second)
 
 
 def test_metrics_and_health_endpoints(services, db, prefix, start_relay) -> None:
@@ -304,8 +256,7 @@ def test_kafka_outage_under_load_loses_nothing(services, db, prefix, start_relay
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: backlog(db) == 0, timeout_s=180, what="the backlog to drain after Kafka returned")
     expected = before + during
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", len(expected) * EVENTS_PER_ORDER)
-    assert_complete_and_ordered(received, expected)
+    orders_read_back(services, prefix, expected)
 
 
 def _stack_status() -> list[dict]:

@@ -15,9 +15,16 @@ import psycopg
 import pytest
 
 from pipeline.outbox.store import OutboxStore
-from tests.integration.test_relay import OUTBOXES, assert_complete_and_ordered, backlog, lane_shares
-from tests.support.kafka_reader import read_topic
 from tests.support.polling import wait_until
+from tests.support.relay_checks import (
+    OUTBOXES,
+    assert_complete_and_ordered,
+    assert_only_a_batch_again,
+    backlog,
+    lane_shares,
+    orders_read_back,
+    read_orders,
+)
 from tests.support.services import Services
 from tests.support.workload import EVENTS_PER_ORDER, ROWS_PER_ORDER, full_lifecycle, poisoned_order
 
@@ -29,7 +36,6 @@ def child_pids(pid: int) -> list[int]:
 @pytest.mark.parametrize("relays", [2, 3])
 def test_relays_share_the_lanes_and_a_kill_9_loses_nothing(services, db, prefix, start_relay, relays: int) -> None:
     orders = 10_000
-    total = orders * EVENTS_PER_ORDER
     rows = orders * ROWS_PER_ORDER
     batch = 500
     running = [start_relay(relay_batch_size=str(batch)) for _ in range(relays)]
@@ -48,12 +54,7 @@ def test_relays_share_the_lanes_and_a_kill_9_loses_nothing(services, db, prefix,
     running[0].kill()
     assert 0 < backlog(db) < rows, "the kill must land mid-drain"
     wait_until(lambda: backlog(db) == 0, what="the survivors to take the dead relay's lanes and drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", total)
-    counts = assert_complete_and_ordered(received, order_ids)
-    duplicates = sum(n - 1 for n in counts.values())
-    # Only the batch the killed relay had in flight (its lanes' rows) can be sent twice, with the same ids.
-    assert duplicates <= batch
-    assert len(received) == total + duplicates
+    assert_only_a_batch_again(services, prefix, order_ids, batch)  # the killed relay's batch in flight
     assert all(relay.terminate() == 0 for relay in running[1:])
 
 
@@ -70,9 +71,7 @@ def test_a_new_relay_takes_a_fair_share_without_a_restart(services, db, prefix, 
     )
     order_ids = full_lifecycle(db, 300)
     wait_until(lambda: backlog(db) == 0, what="three relays to drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 300 * EVENTS_PER_ORDER)
-    counts = assert_complete_and_ordered(received, order_ids)
-    assert set(counts.values()) == {1}
+    assert set(orders_read_back(services, prefix, order_ids).values()) == {1}
     assert first.terminate() == 0
 
 
@@ -92,7 +91,7 @@ def test_a_poison_event_parks_only_its_aggregate_and_its_lane_flows(services, db
         parked = conn.execute("SELECT aggregate_id, event_type FROM order_service.outbox").fetchall()
         dead = conn.execute("SELECT aggregate_id, event_type FROM order_service.outbox_dead_letter").fetchall()
     assert parked == [(poisoned, "OrderStatusChanged")] and dead == [(poisoned, "OrderPlaced")]
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 80 * EVENTS_PER_ORDER)
+    received = read_orders(services, prefix, 80 * EVENTS_PER_ORDER)
     assert_complete_and_ordered(received, healthy)  # the poisoned order's lane neighbours among them
     assert {str(order) for order in neighbours} <= {m.key for m in received}
 
@@ -121,9 +120,9 @@ def test_a_lane_count_switch_under_load_keeps_per_aggregate_order(services, db, 
     writer.join()
     wait_until(lambda: backlog(db) == 0, what="the drain under the new lane count")
     wait_until(lambda: lane_shares(services, db)[0] == [1, 2], timeout_s=30, what="both relays back on 3 lanes")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", len(written) * EVENTS_PER_ORDER)
-    counts = assert_complete_and_ordered(received, written)
-    assert set(counts.values()) == {1}  # relays left between batches: nothing was sent twice
+    assert set(orders_read_back(services, prefix, written).values()) == {
+        1
+    }  # relays left between batches: nothing was sent twice
     assert all(relay.terminate() == 0 for relay in relays)
 
 
@@ -144,8 +143,7 @@ def test_processes_share_the_lanes_and_sigterm_stops_them_all(services, db, pref
     assert len(children) == 2
     order_ids = full_lifecycle(db, 200)
     wait_until(lambda: backlog(db) == 0, what="the two processes to drain")
-    received = read_topic(services.kafka_bootstrap, f"{prefix}nibble.orders", "order", 200 * EVENTS_PER_ORDER)
-    assert set(assert_complete_and_ordered(received, order_ids).values()) == {1}
+    assert set(orders_read_back(services, prefix, order_ids).values()) == {1}
     assert relay.terminate() == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)
 
