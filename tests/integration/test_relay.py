@@ -21,7 +21,9 @@ from tests.support.relay_checks import (
     assert_complete_and_ordered,
     assert_only_a_batch_again,
     backlog,
+    dead_letters,
     lane_shares,
+    order_with_payload,
     orders_read_back,
     read_orders,
 )
@@ -136,37 +138,23 @@ def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, pref
 
 
 def test_oversized_event_is_dead_lettered_not_sent(services, db, prefix, start_relay) -> None:
-    with psycopg.connect(db) as conn:
-        (big,) = place_orders(conn, 1)
-        conn.execute(
-            "UPDATE order_service.outbox"
-            " SET payload = jsonb_set(payload, '{restaurant_name}', to_jsonb(repeat('x', 5000)))"
-            " WHERE aggregate_type = 'order'"
-        )
+    big = order_with_payload(db, "jsonb_set(payload, '{restaurant_name}', to_jsonb(repeat('x', 5000)))")
     small = full_lifecycle(db, 3)
     start_relay(relay_max_message_bytes="2048")
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
-    with psycopg.connect(db) as conn:
-        errors = conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
-    assert [row[0] for row in errors] == [big]
-    assert "exceeds NIBBLE_RELAY_MAX_MESSAGE_BYTES=2048" in errors[0][1]
+    [(dead, error)] = dead_letters(db)
+    assert dead == big and "exceeds NIBBLE_RELAY_MAX_MESSAGE_BYTES=2048" in error
     orders_read_back(services, prefix, small)
 
 
 def test_unparseable_payload_is_dead_lettered_and_the_relay_keeps_running(services, db, prefix, start_relay) -> None:
-    with psycopg.connect(db) as conn:
-        (bad,) = place_orders(conn, 1)
-        # Valid jsonb (numeric), but no JSON parser gives a number for it: must not stop the relay.
-        conn.execute(
-            "UPDATE order_service.outbox SET payload = jsonb_set(payload, '{total_cents}', '1e400') "
-            "WHERE aggregate_type = 'order'"
-        )
+    # Valid jsonb (numeric), but no JSON parser gives a number for it: must not stop the relay.
+    bad = order_with_payload(db, "jsonb_set(payload, '{total_cents}', '1e400')")
     good = full_lifecycle(db, 3)
     relay = start_relay()
     wait_until(lambda: backlog(db) == 0, what="the outbox to drain")
-    with psycopg.connect(db) as conn:
-        errors = conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
-    assert [row[0] for row in errors] == [bad] and "payload is not parseable JSON" in errors[0][1]
+    [(dead, error)] = dead_letters(db)
+    assert dead == bad and "payload is not parseable JSON" in error
     orders_read_back(services, prefix, good)
     assert relay.terminate() == 0
 

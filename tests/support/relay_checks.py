@@ -1,5 +1,5 @@
-"""What the relay tests check and ask: the outbox backlog, the lane shares `nibble relay status` reports, and
-the order topic read back from Kafka, complete and in order per order."""
+"""What the relay tests check and ask: the outbox backlog, poison events and dead letters, the lane shares
+`nibble relay status` reports, and the order topic read back from Kafka, complete and in order per order."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import uuid
 from collections import Counter, defaultdict
 
 import psycopg
+from psycopg import sql
 
 from pipeline.contract import catalog
 from tests.support.kafka_reader import Received, read_topic
 from tests.support.services import Services
-from tests.support.workload import EVENTS_PER_ORDER
+from tests.support.workload import EVENTS_PER_ORDER, place_orders
 
 # `nibble relay status` has a row per outbox the relay serves: one per service schema in the catalog.
 OUTBOXES = len({stream.outbox for stream in catalog.load().values()})
@@ -25,6 +26,22 @@ def backlog(db: str, schema: str = "order_service") -> int:
     """Outbox rows waiting: every stream's, the order ledger's entries beside the order events."""
     with psycopg.connect(db) as conn:
         return conn.execute(f"SELECT count(*) FROM {schema}.outbox").fetchone()[0]
+
+
+def order_with_payload(db: str, payload: str) -> uuid.UUID:
+    """One order placed, its OrderPlaced event's payload replaced by `payload` (an SQL expression of the
+    outbox row's `payload`) before any relay reads it: a poison event."""
+    with psycopg.connect(db) as conn:
+        (order_id,) = place_orders(conn, 1)
+        change = sql.SQL("UPDATE order_service.outbox SET payload = {} WHERE aggregate_type = 'order'")
+        conn.execute(change.format(sql.SQL(payload)))
+    return order_id
+
+
+def dead_letters(db: str) -> list[tuple[uuid.UUID, str]]:
+    """The order outbox's dead letters: aggregate id and error."""
+    with psycopg.connect(db) as conn:
+        return conn.execute("SELECT aggregate_id, error FROM order_service.outbox_dead_letter").fetchall()
 
 
 def lane_shares(services: Services, db: str) -> list[list[int]]:
