@@ -23,6 +23,8 @@ import time
 import psycopg
 
 from bench import scratch
+from pipeline.privacy import keys
+from pipeline.privacy.sealing import use_keys
 
 PINGS = "driver_service.driver_location_pings"
 FLAT = "driver_service.pings_unpartitioned"
@@ -33,6 +35,7 @@ def load(conn: psycopg.Connection, days: int, rows_per_day: int) -> None:
     conn.execute(f"CREATE TABLE {FLAT} (LIKE {PINGS} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, PRIMARY KEY (id))")
     conn.execute(f"CREATE INDEX ON {FLAT} (driver_id, recorded_at)")
     conn.execute(f"CREATE INDEX ON {FLAT} USING gist (location)")
+    use_keys(conn, keys.load())  # the driver's name is sealed (migration 0023)
     (driver,) = conn.execute(
         "INSERT INTO driver_service.drivers (user_id, full_name, city, vehicle_type) "
         "VALUES (gen_random_uuid(), 'Bench', 'Berlin', 'car') RETURNING id"

@@ -284,6 +284,13 @@ def login_url(database_url: str, role: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc.rpartition('@')[2]}"))
 
 
+def data_key_path() -> Path:
+    """The data key file (docs/security.md §8): NIBBLE_DATA_KEY_FILE, else the local stack's (mode 0600, generated
+    on first use)."""
+    configured = os.environ.get("NIBBLE_DATA_KEY_FILE")
+    return Path(configured) if configured else StackSettings().state_dir.resolve() / "secrets" / "data.key"
+
+
 def acting_user() -> str:
     """Who a `nibble` command acts for, as the audit records it (`nibble.actor`): NIBBLE_ACTOR, else the OS
     user."""

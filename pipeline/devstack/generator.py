@@ -21,13 +21,16 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
 from pipeline.devstack.service_connections import ServiceConnections
+from pipeline.privacy import keys
+from pipeline.privacy.sealing import SEALING_SERVICES, key_errors, use_keys
 
 CITIES = {  # name: (latitude, longitude) of the centre
     "Berlin": (52.520, 13.405),
@@ -583,10 +586,21 @@ class Generator:
 
     # --- drivers of the simulation ---------------------------------------------------------------------
 
+    @contextmanager
+    def connections(self, application_name: str = "nibble-generate") -> Iterator[ServiceConnections]:
+        """A connection per service, those writing personal fields with the data keys (checked before anything
+        is written: a missing or wrong key is one line, migration 0023)."""
+        ring = keys.load()
+        with key_errors(), ServiceConnections(self.database_url, application_name, "nibble generate") as conn:
+            for service in SEALING_SERVICES:
+                use_keys(conn.of(service), ring)
+                conn.of(service).commit()  # a first use's registration, which the next service's check waits for
+            yield conn
+
     def run_batch(self, orders: int, start: datetime, per_minute: int = 50) -> None:
         """Simulated time, as fast as the database goes: `per_minute` orders each simulated minute, every
         lifecycle played to its end. Deterministic for a seed."""
-        with ServiceConnections(self.database_url, "nibble-generate", "nibble generate") as conn:
+        with self.connections() as conn:
             if not self.world.restaurants:
                 self.build_world(conn)
                 conn.commit()
@@ -610,7 +624,7 @@ class Generator:
         end = (end or datetime.now(UTC)).replace(second=0, microsecond=0)
         at = end - span
         placed, carry = 0, 0.0
-        with ServiceConnections(self.database_url, "nibble-generate", "nibble generate") as conn:
+        with self.connections() as conn:
             if not self.world.restaurants:
                 # Enough drivers that a city's dinner peak keeps about half of them busy (a delivery
                 # takes 25-45 minutes from assignment): driver utilisation stays below 100 %.
@@ -645,7 +659,7 @@ class Generator:
         `on_commit` sees the connection after each commit (the freshness benchmark stamps commits there)."""
         orders_per_tick = rate / EVENTS_PER_ORDER / ticks_per_s
         placed, carry = 0, 0.0
-        with ServiceConnections(self.database_url, "nibble-generate", "nibble generate") as conn:
+        with self.connections() as conn:
             if not self.world.restaurants:
                 self.build_world(conn)
                 conn.commit()

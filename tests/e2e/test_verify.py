@@ -32,6 +32,7 @@ from pipeline.analytics.verify import Scope, Verifier
 from pipeline.contract.codec import Codec
 from pipeline.contract.rows import OutboxRow
 from pipeline.devstack.generator import CITIES, Generator
+from tests.support.data_keys import hold_keys
 from tests.support.database import scratch_database
 from tests.support.exactness import backlog
 from tests.support.polling import wait_until
@@ -240,12 +241,12 @@ def test_each_kind_of_drift_is_named_exactly_and_repair_heals_what_an_event_can(
     assert world.pg("DELETE FROM order_service.outbox WHERE aggregate_id = %s RETURNING 1", lost) == [(1,)]
     # 2. Events Pinot never saw: published by a relay pointed at other topics (a change, and a new driver).
     world.pg("UPDATE order_service.orders SET status = 'picked_up' WHERE id = %s", unseen)
-    world.pg(
-        "INSERT INTO driver_service.drivers (id, user_id, full_name, city, vehicle_type, status) "
-        "VALUES (%s, gen_random_uuid(), 'New driver', %s, 'car', 'available')",
-        new_driver,
-        c0,
-    )
+    with psycopg.connect(world.db, autocommit=True) as conn:
+        hold_keys(conn).execute(
+            "INSERT INTO driver_service.drivers (id, user_id, full_name, city, vehicle_type, status) "
+            "VALUES (%s, gen_random_uuid(), 'New driver', %s, 'car', 'available')",
+            (new_driver, c0),
+        )
     astray = RelayProcess(world.services, world.db, prefix=f"t{uuid.uuid4().hex[:10]}.")
     wait_until(lambda: backlog(world.db) == 0, SETTLE_S, what="the misdirected relay to publish")
     astray.terminate()

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.migrate import MigrationError, discover, migrate, status
 from pipeline.resources import MIGRATIONS
+from tests.support.data_keys import hold_keys
 
 ALL_MIGRATIONS = [path.name for path in sorted(MIGRATIONS.glob("*.sql"))]
 
@@ -238,13 +239,17 @@ def test_every_geography_column_has_a_gist_index(fresh_database: str) -> None:
 def test_updated_at_is_maintained_and_defaults_fill_keys(fresh_database: str) -> None:
     migrate(fresh_database)
     with psycopg.connect(fresh_database) as conn:
-        user_id, created, updated = conn.execute(
-            """
+        user_id, created, updated = (
+            hold_keys(conn)
+            .execute(
+                """
             INSERT INTO user_service.users (email, full_name, dietary_preferences)
             VALUES ('ada@example.com', 'Ada', '{"vegetarian": true, "allergies": ["peanuts"]}')
             RETURNING id, created_at, updated_at
             """
-        ).fetchone()
+            )
+            .fetchone()
+        )
         conn.commit()
         assert created == updated
         row = conn.execute(

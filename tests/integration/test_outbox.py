@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.support.data_keys import hold_keys
+
 PLACED_AT = datetime(2024, 5, 17, 18, 30, 0, 123456, tzinfo=UTC)
 PROMISED_AT = PLACED_AT + timedelta(minutes=35)
 DROP_OFF = (52.520008, 13.404954)  # lat, lon
@@ -291,10 +293,14 @@ def insert_delivery(conn: psycopg.Connection[Any]) -> uuid.UUID:
 
 
 def insert_driver(conn: psycopg.Connection[Any]) -> uuid.UUID:
-    row = conn.execute(
-        "INSERT INTO driver_service.drivers (user_id, full_name, city, vehicle_type, status) "
-        "VALUES (gen_random_uuid(), 'Dana', 'Berlin', 'scooter', 'available') RETURNING id"
-    ).fetchone()
+    row = (
+        hold_keys(conn)
+        .execute(
+            "INSERT INTO driver_service.drivers (user_id, full_name, city, vehicle_type, status) "
+            "VALUES (gen_random_uuid(), 'Dana', 'Berlin', 'scooter', 'available') RETURNING id"
+        )
+        .fetchone()
+    )
     return row["id"]
 
 

@@ -13,6 +13,7 @@ import psycopg
 from pipeline.migrate import migrate
 from pipeline.resources import MIGRATIONS
 from tests.integration.test_migrations import documented_rollbacks
+from tests.support.data_keys import hold_keys
 from tests.support.services import Services
 
 PINGS = "driver_service.driver_location_pings"
@@ -76,7 +77,7 @@ def test_pings_go_to_their_day_and_days_past_retention_are_dropped(db: str) -> N
         assert ("driver_location_pings_default", "driver_service_owner", True) in partitions
         assert all(owner == "driver_service_owner" and keyed for _, owner, keyed in partitions)
 
-        driver = insert_driver(conn)
+        driver = insert_driver(hold_keys(conn))  # the driver's name is sealed (0023)
         expired = insert_pings(conn, driver, "{32 days}")
         kept = insert_pings(conn, driver, "{28 days, 1 minute, 0 seconds}")
         conn.commit()

@@ -10,6 +10,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pipeline.contract import catalog
+from tests.support.data_keys import hold_keys
 from tests.support.database import refused
 
 SERVICES = ["user_service", "restaurant_service", "order_service", "driver_service", "admin_service"]
@@ -21,7 +22,7 @@ OUTBOX_TABLES = {"outbox", "outbox_dead_letter"}
 def two_drivers(db: str) -> None:
     """Business rows (and their outbox events) for the relay role to be refused on or to read."""
     with psycopg.connect(db) as conn:
-        conn.execute(
+        hold_keys(conn).execute(
             "INSERT INTO driver_service.drivers (user_id, full_name, city, vehicle_type) "
             "VALUES (gen_random_uuid(), 'Dana', 'Berlin', 'car'), (gen_random_uuid(), 'Eli', 'Berlin', 'car')"
         )

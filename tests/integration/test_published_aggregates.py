@@ -8,6 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support.data_keys import hold_keys
+
 POINT = "SRID=4326;POINT(13.4 52.5)"
 ORDER = (
     "INSERT INTO order_service.orders (user_id, restaurant_id, restaurant_name, city, cuisine, delivery_location) "
@@ -73,7 +75,7 @@ def test_deliveries_drivers_and_restaurants_cannot_be_deleted_or_re_keyed(db: st
             POINT,
         )
         driver = one(
-            conn,
+            hold_keys(conn),
             "INSERT INTO driver_service.drivers (user_id, full_name, city, vehicle_type) "
             "VALUES (gen_random_uuid(), 'Ada', 'Berlin', 'bicycle') RETURNING id",
         )

@@ -13,6 +13,7 @@ from pipeline.config import SERVICE_LOGINS, login_url
 from pipeline.contract import catalog
 from pipeline.outbox import dlq
 from pipeline.outbox.backfill import Backfill
+from tests.support.data_keys import hold_keys
 from tests.support.service_rows import place_order, restaurant_with_dead_letters
 
 EMITTING = catalog.outboxes(catalog.load())
@@ -22,6 +23,7 @@ EMITTING = catalog.outboxes(catalog.load())
 def service(db: str) -> Iterator[dict[str, psycopg.Connection]]:
     """One connection per service login, not in autocommit: each test's transaction sets its actor."""
     conns = {name: psycopg.connect(login_url(db, name)) for name in SERVICE_LOGINS}
+    hold_keys(conns["driver_service"]).commit()
     yield conns
     for conn in conns.values():
         conn.close()

@@ -48,7 +48,7 @@ def write_span(generator: Generator, start: datetime, end: datetime, peak_per_mi
     due after `end` stay scheduled (the next span writes them; orders placed last are still under way).
     Returns the orders placed."""
     at, placed, carry = start.replace(second=0, microsecond=0), 0, 0.0
-    with ServiceConnections(generator.database_url, "nibble-history", "nibble generate") as conn:
+    with generator.connections("nibble-history") as conn:
         if not generator.world.restaurants:
             # Enough drivers that a city's dinner peak keeps about half of them busy (as run_history).
             generator.build_world(conn, drivers_per_city=max(15, math.ceil(peak_per_minute / len(CITIES) * 80)))
@@ -72,7 +72,7 @@ def write_span(generator: Generator, start: datetime, end: datetime, peak_per_mi
 
 def finish(generator: Generator, until: datetime) -> None:
     """Write the steps due up to `until` (at the real clock: `until` is now or before)."""
-    with ServiceConnections(generator.database_url, "nibble-history", "nibble generate") as conn:
+    with generator.connections("nibble-history") as conn:
         _clock(conn, until)
         generator.advance(conn, until)
         conn.commit()
