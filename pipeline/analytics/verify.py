@@ -42,7 +42,7 @@ from pipeline.analytics import drift
 from pipeline.analytics.drift import Drift, PinotState
 from pipeline.analytics.queries import FROM_TABLE, Query
 from pipeline.analytics.rebuild import caught_up
-from pipeline.config import Settings
+from pipeline.config import Settings, acting_user, login_url
 from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
 from pipeline.errors import NibbleError, UsageError
@@ -241,6 +241,10 @@ class Verifier:
         self.codec = Codec(self.endpoints.topic_prefix)
         self.queries = {path.stem: Query.load(path) for path in sorted(SQL_DIR.glob("pinot_verify_*.sql"))}
 
+    def database(self) -> psycopg.Connection:
+        """PostgreSQL as the read-only `nibble_verify` login (migration 0021), whatever NIBBLE_DATABASE_URL names."""
+        return postgres.connect(login_url(self.endpoints.database_url, "nibble_verify"), "nibble-verify")
+
     # --- the comparison --------------------------------------------------------------------------------
 
     def verify(self, scope: Scope) -> Report:
@@ -248,7 +252,7 @@ class Verifier:
         now = datetime.now(UTC)
         # What Kafka held when the verification started is compared: a message just produced is not missed.
         self.wait_ingested(STREAMS[name] for name in scope.streams)
-        with postgres.connect(self.endpoints.database_url, "nibble-verify") as conn:
+        with self.database() as conn:
             cursor = broker_connection(self.endpoints.pinot_broker_url, PINOT_TIMEOUT_MS).cursor()
             session = _Session(self, conn, cursor, scope)
             try:
@@ -333,7 +337,9 @@ class Verifier:
             if d.kind in ("missing", "stale") and stream.snapshot:
                 ids.setdefault(stream.snapshot, set()).add(d.aggregate_id)
         written: dict[str, int] = {}
-        with postgres.connect(self.endpoints.database_url, "nibble-verify") as conn:
+        # The read-only login cannot write snapshots: the backfill's login, which may, re-publishes.
+        with postgres.connect(login_url(self.endpoints.database_url, "nibble_backfill"), "nibble-verify") as conn:
+            conn.execute("SELECT set_config('nibble.actor', %s, false)", (acting_user(),))
             for table, aggregate_ids in ids.items():
                 spec = SNAPSHOT_TABLES[table]
                 function = sql.Identifier(spec.schema, spec.emit_function)
@@ -351,7 +357,7 @@ class Verifier:
         for d in drifts:
             by_outbox.setdefault(STREAMS[d.stream].outbox, []).append(d.aggregate_id)
         deadline = time.monotonic() + timeout_s
-        with postgres.connect(self.endpoints.database_url, "nibble-verify") as conn:
+        with self.database() as conn:
             while True:
                 if not any(_pending(conn, outbox, ids) for outbox, ids in by_outbox.items()):
                     return True

@@ -239,17 +239,14 @@ def test_every_geography_column_has_a_gist_index(fresh_database: str) -> None:
 def test_updated_at_is_maintained_and_defaults_fill_keys(fresh_database: str) -> None:
     migrate(fresh_database)
     with psycopg.connect(fresh_database) as conn:
-        user_id, created, updated = (
-            hold_keys(conn)
-            .execute(
-                """
+        hold_keys(conn)  # the user's e-mail and name are sealed (0023)
+        user_id, created, updated = conn.execute(
+            """
             INSERT INTO user_service.users (email, full_name, dietary_preferences)
             VALUES ('ada@example.com', 'Ada', '{"vegetarian": true, "allergies": ["peanuts"]}')
             RETURNING id, created_at, updated_at
             """
-            )
-            .fetchone()
-        )
+        ).fetchone()
         conn.commit()
         assert created == updated
         row = conn.execute(
