@@ -274,9 +274,10 @@ class Generator:
                 )
             world.drivers[name] = [self._uuid() for _ in range(drivers_per_city)]
         conn.execute(
-            "INSERT INTO restaurant_service.restaurants (id, name, cuisine_types, line1, city, location, rating) "
+            "INSERT INTO restaurant_service.restaurants "
+            "(id, name, cuisine_types, line1, city, location, rating, prep_time_minutes) "
             "SELECT id, name, ARRAY[cuisine, 'street food'], 'Main street 1', city, "
-            "ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, 4.2 "
+            "ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, 4.2, 20 "
             "FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[]) "
             "AS r(id, name, cuisine, city, lat, lon)",
             tuple(

@@ -62,18 +62,22 @@ def _copy_with(tmp_path: Path, schema_dir: str, version: int, change: dict[str, 
 
 def test_apply_registers_every_version_once_and_a_second_run_changes_nothing(scratch_prefix: str) -> None:
     codec = Codec(scratch_prefix)
+    held_in_repository = {subject_name(stream.topic): sorted(stream.versions) for stream in codec.streams.values()}
     first = _apply(scratch_prefix)
     assert first.returncode == 0, first.stderr
     registered = [line for line in first.stdout.splitlines() if line.startswith("registered ")]
-    assert [line.split()[1] for line in registered] == [subject_name(topic) for topic in codec.topics]
-    assert _held(scratch_prefix) == {subject_name(topic): [1] for topic in codec.topics}
+    every_version = [(stream, number) for stream in codec.streams.values() for number in sorted(stream.versions)]
+    assert [line.split()[1:3] for line in registered] == [
+        [subject_name(stream.topic), f"v{number}"] for stream, number in every_version
+    ]
+    assert _held(scratch_prefix) == held_in_repository
 
     # A stock Confluent client finds each version, BACKWARD, under the id the apply printed.
     client = SchemaRegistryClient({"url": REGISTRY_URL})
-    for line, stream in zip(registered, codec.streams.values(), strict=True):
-        latest = client.get_latest_version(subject_name(stream.topic))
-        assert line.endswith(f"(schema id {latest.schema_id})")
-        assert fastavro.parse_schema(json.loads(latest.schema.schema_str)) == stream.versions[1].parsed
+    for line, (stream, number) in zip(registered, every_version, strict=True):
+        found = client.get_version(subject_name(stream.topic), number)
+        assert line.endswith(f"(schema id {found.schema_id})")
+        assert fastavro.parse_schema(json.loads(found.schema.schema_str)) == stream.versions[number].parsed
         assert client.get_compatibility(subject_name(stream.topic)) == "BACKWARD"
 
     again = _apply(scratch_prefix)
@@ -81,7 +85,7 @@ def test_apply_registers_every_version_once_and_a_second_run_changes_nothing(scr
     versions = sum(len(stream.versions) for stream in codec.streams.values())
     expected = f"up to date: {len(codec.topics)} subjects, {versions} versions registered, BACKWARD"
     assert again.stdout.strip() == expected
-    assert _held(scratch_prefix) == {subject_name(topic): [1] for topic in codec.topics}
+    assert _held(scratch_prefix) == held_in_repository
 
 
 def test_a_compatible_new_version_is_registered_after_the_first(scratch_prefix: str, tmp_path: Path) -> None:

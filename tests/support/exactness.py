@@ -410,6 +410,7 @@ STATE_TABLES = (
             "rating": "t.rating::double precision",
             "is_active": "t.is_active AND t.deleted_at IS NULL",
             "updated_at": _ms("t.updated_at"),
+            "prep_time_minutes": "t.prep_time_minutes",
         },
     ),
     StateTable(
