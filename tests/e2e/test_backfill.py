@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,9 +19,7 @@ import pytest
 
 from connectors.pinot import broker_connection
 from pipeline.analytics.queries import library
-from pipeline.analytics.tables import apply
-from pipeline.devstack.generator import CITIES, Generator
-from tests.support.database import scratch_database
+from pipeline.devstack.generator import Generator
 from tests.support.exactness import (
     OUTBOXES,
     QUERY_CHECKS,
@@ -31,7 +28,7 @@ from tests.support.exactness import (
     await_pinot,
     backlog,
     forget_committed_events,
-    record_committed_events,
+    recorded_run,
 )
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
@@ -50,15 +47,11 @@ def _progress(db: str, table: str) -> int:
 
 @pytest.fixture(scope="module")
 def backfill_run(services: Services) -> Iterator[tuple[Ingested, Comparison]]:
-    with scratch_database(services.database_url, "backfill", migrated=True) as db:
-        record_committed_events(db)
-        apply(services.settings())
-        run = uuid.uuid4()
-        suffix = f"-{run.hex[:6]}"
-        cities = [city + suffix for city in CITIES]
+    with recorded_run(services, "backfill") as recorded:
+        db, cities = recorded.db, recorded.cities
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
         # A seed of this run's own: the shared upsert tables key rows by id, and a seed's ids repeat.
-        generator = Generator(db, seed=run.int % 2**32, city_suffix=suffix)
+        generator = Generator(db, seed=int(recorded.suffix[1:], 16), city_suffix=recorded.suffix)
         generator.run_batch(ORDERS, start, per_minute=1000)
         with psycopg.connect(db) as conn:
             under_way = [order.id for order in generator.place(conn, 300, datetime.now(UTC) - timedelta(minutes=5))]

@@ -15,7 +15,6 @@ restricted to them.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,17 +25,15 @@ import pytest
 
 from connectors.pinot import broker_connection
 from pipeline.analytics.queries import library
-from pipeline.analytics.tables import apply
 from pipeline.contract.codec import Codec
-from pipeline.devstack.generator import CITIES, Generator
-from tests.support.database import scratch_database
+from pipeline.devstack.generator import Generator
 from tests.support.exactness import (
     QUERY_CHECKS,
     Comparison,
     Ingested,
     await_pinot,
     backlog,
-    record_committed_events,
+    recorded_run,
 )
 from tests.support.load import end_offsets, event_ids
 from tests.support.polling import wait_until
@@ -62,13 +59,10 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(services: Services) -> Iterator[Run]:
-    with scratch_database(services.database_url, "e2e", migrated=True) as db:
-        record_committed_events(db)
-        apply(services.settings())
-        suffix = f"-{uuid.uuid4().hex[:6]}"
-        cities = [city + suffix for city in CITIES]
+    with recorded_run(services, "e2e") as recorded:
+        db, cities = recorded.db, recorded.cities
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-        generator = Generator(db, seed=42, city_suffix=suffix)
+        generator = Generator(db, seed=42, city_suffix=recorded.suffix)
         generator.run_batch(ORDERS, start, per_minute=25)
         # Some orders still under way, so "active right now" has something to count.
         with psycopg.connect(db) as conn:

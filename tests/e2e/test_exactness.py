@@ -26,12 +26,10 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.pinot import broker_connection
-from pipeline.analytics.tables import apply
 from pipeline.contract.codec import Codec
 from pipeline.contract.rows import OutboxRow
-from pipeline.devstack.generator import CITIES, Generator
-from tests.support.database import scratch_database
-from tests.support.exactness import Comparison, Ingested, backlog, compare, record_committed_events
+from pipeline.devstack.generator import Generator
+from tests.support.exactness import Comparison, Ingested, backlog, compare, recorded_run
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
@@ -126,13 +124,10 @@ def make_faults(conn: psycopg.Connection, city: str) -> tuple[Faults, list[Outbo
 
 @pytest.fixture(scope="module")
 def checked(services: Services) -> Iterator[tuple[Faults, Comparison]]:
-    with scratch_database(services.database_url, "exact", migrated=True) as db:
-        record_committed_events(db)
-        apply(services.settings())
-        suffix = f"-{uuid.uuid4().hex[:6]}"
-        cities = [city + suffix for city in CITIES]
+    with recorded_run(services, "exact") as recorded:
+        db, cities = recorded.db, recorded.cities
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-        Generator(db, seed=7, city_suffix=suffix).run_batch(ORDERS, start, per_minute=10)
+        Generator(db, seed=7, city_suffix=recorded.suffix).run_batch(ORDERS, start, per_minute=10)
         with psycopg.connect(db) as conn:
             faults, behind_the_relays_back = make_faults(conn, cities[0])
         # The ledger's entries of an order sit in the order outbox: the only one of doubled_order's events.

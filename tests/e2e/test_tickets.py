@@ -19,13 +19,10 @@ import psycopg
 import pytest
 
 from connectors.pinot import broker_connection
-from pipeline.analytics.tables import apply
 from pipeline.contract import catalog
 from pipeline.contract.codec import Codec
-from pipeline.devstack.generator import CITIES
 from pipeline.outbox.backfill import Backfill
-from tests.support.database import scratch_database
-from tests.support.exactness import Comparison, Ingested, await_pinot, backlog, record_committed_events
+from tests.support.exactness import Comparison, Ingested, await_pinot, backlog, recorded_run
 from tests.support.load import end_offsets, event_ids
 from tests.support.polling import wait_until
 from tests.support.relay import RelayProcess
@@ -119,11 +116,8 @@ def write(db: str, statements: tuple[str, ...], agents: list[uuid.UUID]) -> None
 
 @pytest.fixture(scope="module")
 def run(services: Services) -> Iterator[Run]:
-    with scratch_database(services.database_url, "e2e", migrated=True) as db:
-        record_committed_events(db)
-        apply(services.settings())
-        suffix = f"-{uuid.uuid4().hex[:6]}"
-        cities = [city + suffix for city in CITIES]
+    with recorded_run(services, "tickets") as recorded:
+        db, cities = recorded.db, recorded.cities
         agents = [uuid.uuid4() for _ in range(5)]
         no_order = open_tickets(db, cities)
         write(db, BEFORE_THE_RELAY, agents)

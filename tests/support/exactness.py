@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import product
@@ -44,9 +46,12 @@ from psycopg.rows import dict_row
 
 from connectors.pinot import count
 from pipeline.analytics.queries import run_query
+from pipeline.analytics.tables import apply
 from pipeline.contract import catalog
 from pipeline.devstack.generator import CITIES
 from pipeline.resources import PINOT
+from tests.support.database import scratch_database
+from tests.support.services import Services
 
 OUTBOXES = tuple(catalog.outboxes(catalog.load()))
 
@@ -145,6 +150,29 @@ def record_committed_events(db: str) -> None:
         conn.execute(RECORD)
         for schema in OUTBOXES:
             conn.execute(sql.SQL(RECORD_TRIGGER).format(sql.Identifier(schema)))
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A migrated scratch database of one run through the stack's pipeline, and the suffix of its cities: the
+    stack's Pinot tables are shared, so a run tells its rows apart by city."""
+
+    db: str
+    suffix: str
+
+    @property
+    def cities(self) -> list[str]:
+        return [city + self.suffix for city in CITIES]
+
+
+@contextmanager
+def recorded_run(services: Services, prefix: str) -> Iterator[RecordedRun]:
+    """A migrated scratch database whose committed events are recorded from the start, the stack's Pinot tables
+    applied, and a random city suffix of its own."""
+    with scratch_database(services.database_url, prefix, migrated=True) as db:
+        record_committed_events(db)
+        apply(services.settings())
+        yield RecordedRun(db, f"-{uuid.uuid4().hex[:6]}")
 
 
 def forget_committed_events(conn: psycopg.Connection) -> None:
