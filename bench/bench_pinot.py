@@ -60,6 +60,7 @@ from pipeline.contract.topics import ensure_stream_topics
 from pipeline.devstack.generator import CITIES, CUISINES
 from tests.support.database import scratch_database
 from tests.support.ledger import change_entries
+from tests.support.payloads import order_payload
 from tests.support.relay import RelayProcess
 from tests.support.services import Services, local_services
 from tests.support.workload import place_orders
@@ -217,28 +218,18 @@ def synthetic_order(
     position, previous = 0, None
     for step, status in enumerate(path):
         at = placed + timedelta(minutes=8 * step)
-        payload = {
-            "order_id": order_id,
-            "user_id": order_id,
-            "restaurant_id": rid,
-            "restaurant_name": name,
-            "city": city,
-            "cuisine": cuisine,
-            "status": status,
-            "item_count": 2,
-            "subtotal_cents": 2250,
-            "delivery_fee_cents": 249,
-            "tip_cents": 100,
-            "total_cents": 2599,
-            "currency": "EUR",
-            "payment_status": "captured",
-            "cancel_reason": "customer" if status == "cancelled" else None,
-            "delivery_lat": 52.5,
-            "delivery_lon": 13.4,
-            "placed_at": placed.isoformat(),
-            "promised_at": None,
-            "updated_at": at.isoformat(),
-        }
+        payload = order_payload(
+            order_id,
+            placed,
+            restaurant_id=rid,
+            restaurant_name=name,
+            city=city,
+            cuisine=cuisine,
+            status=status,
+            payment_status="captured",
+            cancel_reason="customer" if status == "cancelled" else None,
+            updated_at=at.isoformat(),
+        )
         event_type = "OrderPlaced" if step == 0 else "OrderCancelled" if status == "cancelled" else "OrderStatusChanged"
         entries = change_entries(previous, payload)
         rows = [("order", event_type, payload)] + [("order_ledger", "OrderLedgerEntry", entry) for entry in entries]

@@ -27,6 +27,7 @@ from pipeline.contract.codec import Codec
 from pipeline.contract.rows import OutboxRow
 from pipeline.errors import UsageError
 from tests.support.ledger import ledger_rows
+from tests.support.payloads import order_payload
 from tests.support.polling import wait_until
 from tests.support.services import Services
 
@@ -55,28 +56,18 @@ def _publish_order(services: Services, city: str) -> None:
     order ledger entry."""
     order_id = str(uuid.uuid4())
     now = datetime.now(UTC)
-    payload = {
-        "order_id": order_id,
-        "user_id": order_id,
-        "restaurant_id": order_id,
-        "restaurant_name": "Quote's Kitchen",
-        "city": city,
-        "cuisine": "pizza",
-        "status": "placed",
-        "item_count": 1,
-        "subtotal_cents": 1000,
-        "delivery_fee_cents": 200,
-        "tip_cents": 0,
-        "total_cents": 1200,
-        "currency": "EUR",
-        "payment_status": None,
-        "cancel_reason": None,
-        "delivery_lat": 52.5,
-        "delivery_lon": 13.4,
-        "placed_at": now.isoformat(),
-        "promised_at": None,
-        "updated_at": now.isoformat(),
-    }
+    payload = order_payload(
+        order_id,
+        now,
+        restaurant_name="Quote's Kitchen",
+        city=city,
+        cuisine="pizza",
+        item_count=1,
+        subtotal_cents=1000,
+        delivery_fee_cents=200,
+        tip_cents=0,
+        total_cents=1200,
+    )
     row = OutboxRow(1, str(uuid.uuid4()), "order", order_id, "OrderPlaced", json.dumps(payload), 1, 1, now)
     codec = Codec()
     producer = Producer({"bootstrap.servers": services.kafka_bootstrap})

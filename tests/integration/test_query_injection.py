@@ -22,6 +22,7 @@ from pipeline.contract.codec import Codec
 from pipeline.contract.rows import OutboxRow
 from pipeline.errors import UsageError
 from tests.support.ledger import ledger_rows
+from tests.support.payloads import order_payload
 from tests.support.polling import wait_until
 from tests.support.services import Services
 
@@ -70,28 +71,20 @@ def _messages(codec: Codec, city: str, restaurant_id: str, driver_id: str, now: 
     delivered late, and two tickets about it: every city query has something to count."""
     order_id = str(uuid.uuid4())
     placed = now - timedelta(minutes=40)
-    order = {
-        "order_id": order_id,
-        "user_id": order_id,
-        "restaurant_id": restaurant_id,
-        "restaurant_name": "Quote's Kitchen",
-        "city": city,
-        "cuisine": "pizza",
-        "status": "placed",
-        "item_count": 2,
-        "subtotal_cents": 1000,
-        "delivery_fee_cents": 200,
-        "tip_cents": 0,
-        "total_cents": 1200,
-        "currency": "EUR",
-        "payment_status": None,
-        "cancel_reason": None,
-        "delivery_lat": LAT,
-        "delivery_lon": LON,
-        "placed_at": placed.isoformat(),
-        "promised_at": None,
-        "updated_at": placed.isoformat(),
-    }
+    order = order_payload(
+        order_id,
+        placed,
+        restaurant_id=restaurant_id,
+        restaurant_name="Quote's Kitchen",
+        city=city,
+        cuisine="pizza",
+        subtotal_cents=1000,
+        delivery_fee_cents=200,
+        tip_cents=0,
+        total_cents=1200,
+        delivery_lat=LAT,
+        delivery_lon=LON,
+    )
     rows = [OutboxRow(1, str(uuid.uuid4()), "order", order_id, "OrderPlaced", json.dumps(order), 1, 1, placed)]
     rows += ledger_rows([order], placed)
     for status, delivered_at in (("assigned", None), ("delivered", now - timedelta(minutes=2))):

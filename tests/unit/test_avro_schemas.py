@@ -15,6 +15,7 @@ from pipeline.contract.codec import Codec, PoisonEvent, parse_payload
 from pipeline.contract.compat import backward_incompatibilities
 from pipeline.contract.rows import OutboxRow
 from pipeline.resources import AVRO_SCHEMAS
+from tests.support.payloads import order_payload
 
 STREAM_DIRS = sorted(p for p in AVRO_SCHEMAS.iterdir() if p.is_dir())
 
@@ -119,32 +120,17 @@ def test_payload_numbers_parse_exactly_or_not_at_all() -> None:
 
 
 def order_row(**payload_changes: object) -> OutboxRow:
-    stamp = "2026-11-24T18:00:00+00:00"
     order_id = "7a0c3e1d-2b4f-4c6a-8d9e-0f1a2b3c4d5e"
-    payload = {
-        "order_id": order_id,
-        "user_id": "1b2c3d4e-5f60-4172-8394-a5b6c7d8e9f0",
-        "restaurant_id": "2c3d4e5f-6071-4283-94a5-b6c7d8e9f0a1",
-        "restaurant_name": "Bench Bistro",
-        "city": "Berlin",
-        "cuisine": "thai",
-        "status": "placed",
-        "item_count": 2,
-        "subtotal_cents": 2250,
-        "delivery_fee_cents": 249,
-        "tip_cents": 100,
-        "total_cents": 2599,
-        "currency": "EUR",
-        "payment_status": None,
-        "cancel_reason": None,
-        "delivery_lat": 52.52,
-        "delivery_lon": 13,  # JSON writes 13.0 as 13: widened to a double
-        "placed_at": stamp,
-        "promised_at": None,
-        "updated_at": stamp,
-        **payload_changes,
-    }
     at = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+    payload = order_payload(
+        order_id,
+        at,
+        user_id="1b2c3d4e-5f60-4172-8394-a5b6c7d8e9f0",
+        restaurant_id="2c3d4e5f-6071-4283-94a5-b6c7d8e9f0a1",
+        delivery_lat=52.52,
+        delivery_lon=13,  # JSON writes 13.0 as 13: widened to a double
+        **payload_changes,
+    )
     return OutboxRow(
         1, "0b6b2f55-1d5c-4d7e-8a5c-3b8f7e9d2a11", "order", order_id, "OrderPlaced", json.dumps(payload), 1, 1, at
     )
