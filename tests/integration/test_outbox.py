@@ -426,6 +426,7 @@ def test_restaurant_dimension_events(conn: psycopg.Connection[Any]) -> None:
         "lon": PICKUP[1],
         "rating": 4.5,
         "is_active": True,
+        "prep_time_minutes": None,  # v2 (migration 0024): none set
     }
     assert (rows[1]["payload"]["rating"], rows[2]["payload"]["is_active"]) == (4.6, False)
     updated_at = conn.execute("SELECT updated_at FROM restaurant_service.restaurants").fetchone()["updated_at"]
