@@ -25,7 +25,7 @@ from pipeline.errors import NibbleError
 
 def command_modules() -> list[ModuleType]:
     names = ["migrate", "schemas", "relay", "dlq", "backfill", "pinot", "query", "dashboards", "verify", "trace"]
-    names.append("keys")
+    names += ["keys", "forget"]
     # The relay's image ships without the development stack (see Dockerfile): its commands exist beside it only.
     if importlib.util.find_spec("pipeline.devstack") is not None:
         names = ["stack", *names, "generate", "demo"]
