@@ -85,6 +85,19 @@ class Controller:
         else:
             self._call("POST", "/tables", json=config)
 
+    def rebalance(self, name_with_type: str) -> None:
+        """Move one part's segments (consuming ones too) to where its config places them now, with no downtime:
+        one replica of each segment answers throughout. Runs in the controller's background."""
+        name, kind = name_with_type.rsplit("_", 1)
+        params = {
+            "type": kind,
+            "reassignInstances": "true",  # the servers of its tenant as they are now
+            "includeConsuming": "true",
+            "downtime": "false",
+            "minAvailableReplicas": "1",
+        }
+        self._call("POST", f"/tables/{name}/rebalance", params=params)
+
     def delete_table(self, name: str, kind: str = "REALTIME") -> None:
         self._call("DELETE", f"/tables/{name}", params={"type": kind.lower()})
 
@@ -110,6 +123,23 @@ class Controller:
                 if f"{name}_{kind}" in response.json().get("tables", []):
                     return True
         return False
+
+    def instance(self, name: str) -> dict[str, Any] | None:
+        """One instance's config (host, ports, tags), or None when it is not registered."""
+        return self._call("GET", f"/instances/{name}")
+
+    def add_server(self, host: str, port: int, admin_port: int, tags: list[str]) -> None:
+        """Register a server before it first starts: it keeps these tags, not the DefaultTenant ones it would
+        give itself when it joins untagged."""
+        body = {"host": host, "port": port, "adminPort": admin_port, "type": "SERVER", "tags": tags}
+        self._call("POST", "/instances", json=body)
+
+    def set_tags(self, name: str, tags: list[str]) -> None:
+        self._call("PUT", f"/instances/{name}/updateTags", params={"tags": ",".join(tags)})
+
+    def delete_instance(self, name: str) -> None:
+        """Forget a stopped instance (refused while it is live or an ideal state still names it)."""
+        self._call("DELETE", f"/instances/{name}")
 
     def segments(self, name_with_type: str) -> list[dict[str, Any]]:
         """The ZooKeeper metadata of each segment of one part (e.g. orders_REALTIME): its start and end time
@@ -161,13 +191,25 @@ class Controller:
                     offsets[int(partition)] = max(offsets.get(int(partition), 0), int(offset))
         return offsets
 
+    def consuming_replicas(self, name: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each consuming segment of the realtime table, by server: its consumer state and offsets reached."""
+        answer = self._call("GET", f"/tables/{name}/consumingSegmentsInfo") or {}
+        return {
+            segment: {replica["serverName"]: replica for replica in replicas}
+            for segment, replicas in answer.get("_segmentToConsumingInfoMap", {}).items()
+        }
+
+    def online(self, name: str) -> bool:
+        """Whether the servers host every segment of the realtime table as the controller assigned it."""
+        ideal = (self._call("GET", f"/tables/{name}/idealstate") or {}).get("REALTIME")
+        external = (self._call("GET", f"/tables/{name}/externalview") or {}).get("REALTIME")
+        return bool(ideal) and ideal == external
+
     def wait_online(self, name: str, timeout_s: float = 60) -> None:
         """Wait until the server hosts every segment of the realtime table as the controller assigned it."""
         deadline = time.monotonic() + timeout_s
         while True:
-            ideal = (self._call("GET", f"/tables/{name}/idealstate") or {}).get("REALTIME")
-            external = (self._call("GET", f"/tables/{name}/externalview") or {}).get("REALTIME")
-            if ideal and ideal == external:
+            if self.online(name):
                 return
             if time.monotonic() > deadline:
                 raise ControllerError(f"table {name}: segments not online {timeout_s} s after its creation")

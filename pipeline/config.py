@@ -3,7 +3,7 @@
 - `settings.stack`: the local stack's state dir and ports (the same as docker-compose.yml);
 - `settings.endpoints`: where the pipeline connects; each URL left empty points at the local stack;
 - `settings.relay`: the relay daemon (`NIBBLE_RELAY_*`).
-- `settings.pinot`: Pinot's realtime window and the minion's history moves (`NIBBLE_PINOT_*`).
+- `settings.pinot`: Pinot's realtime window, the minion's history moves and the replicas (`NIBBLE_PINOT_*`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ class StackSettings(BaseSettings):
     pinot_server_port: int = Field(8098, ge=1, le=65535)
     pinot_server_admin_port: int = Field(8097, ge=1, le=65535)
     pinot_server_grpc_port: int = Field(8090, ge=1, le=65535)
+    # The second Pinot server of the high-availability profile (NIBBLE_PINOT_REPLICAS=2; docs/operations.md).
+    pinot_server_2_port: int = Field(8198, ge=1, le=65535)
+    pinot_server_2_admin_port: int = Field(8197, ge=1, le=65535)
     pinot_minion_port: int = Field(9514, ge=1, le=65535)
     redis_port: int = Field(6379, ge=1, le=65535)
     superset_port: int = Field(8088, ge=1, le=65535)
@@ -169,6 +172,12 @@ class PinotSettings(BaseSettings):
     # Realtime segments commit at this many rows / this age; 0 and "" keep each table's own (pinot/tables/).
     segment_rows: int = Field(0, ge=0)
     segment_time: str = ""
+    # Copies of every segment, each on a server of its own: 2 is the high-availability profile (the local stack
+    # then starts a second server; docs/operations.md). The default stays 1: a 2-core machine runs one server.
+    replicas: int = Field(1, ge=1, le=2)
+    # The server tenant the tables are placed on ("": Pinot's DefaultTenant): a test's tables on servers of
+    # its own tag.
+    server_tenant: str = Field("", pattern=r"^[A-Za-z0-9_]*$")
 
     @field_validator("history_bucket", "history_buffer", "minion_schedule", "realtime_window")
     @classmethod

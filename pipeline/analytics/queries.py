@@ -276,15 +276,21 @@ def _execute(
 ) -> tuple[tuple[Column, ...], list[Any]]:
     """One statement's columns and raw rows, checked against the columns the query declares."""
     name = query.name
-    try:
-        cursor.execute(sql, {k: v for k, v in values.items() if k in PARAMETER.findall(sql)})
-        raw = cursor.fetchall()
-    except (pinotdb.exceptions.Error, httpx.HTTPError) as exc:
-        response = (getattr(cursor, "raw_query_response", None) or {}).get("response")
-        errors = response.get("exceptions", []) if isinstance(response, dict) else []
-        endpoints = (settings or load_settings()).endpoints
-        broker, timeout_ms = endpoints.pinot_broker_url, endpoints.pinot_query_timeout_ms
-        raise failure(exc, errors, name, broker, timeout_ms) from None
+    for retry in (False, True):
+        try:
+            cursor.execute(sql, {k: v for k, v in values.items() if k in PARAMETER.findall(sql)})
+            raw = cursor.fetchall()
+            break
+        except (pinotdb.exceptions.Error, httpx.HTTPError) as exc:
+            if not retry and servers_missing(cursor):
+                # A server just lost (kill -9, a crash): the broker leaves it out of the next query's routing
+                # and a replica answers (docs/operations.md); pinotdb refuses the partial answer.
+                continue
+            response = (getattr(cursor, "raw_query_response", None) or {}).get("response")
+            errors = response.get("exceptions", []) if isinstance(response, dict) else []
+            endpoints = (settings or load_settings()).endpoints
+            broker, timeout_ms = endpoints.pinot_broker_url, endpoints.pinot_query_timeout_ms
+            raise failure(exc, errors, name, broker, timeout_ms) from None
     if cursor.description is None:  # a table with no segment at all answers no result table
         return query.columns, []
     returned = [d[0] for d in cursor.description]
@@ -292,6 +298,12 @@ def _execute(
     if columns is None:
         raise QueryFailed(f"query {name} answered columns {returned}, but {name}.sql declares {query.columns}")
     return columns, list(raw)
+
+
+def servers_missing(cursor: Any) -> bool:
+    """The broker's last answer came from fewer servers than it asked (Pinot reports both counts)."""
+    stats = getattr(cursor, "query_stats", None) or {}
+    return 0 <= stats.get("numServersResponded", -1) < stats.get("numServersQueried", -1)
 
 
 def window_start(now: datetime, settings: Settings) -> datetime:

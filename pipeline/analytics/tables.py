@@ -7,7 +7,8 @@ every table: the project's wire-format decoder (pinot/decoder), the schema regis
 as its reader schema, the newest Avro schema of its topic from avro_schemas/ (one source of truth for the
 contract), and the
 settings of `settings.pinot` fill in the window: the realtime retention, the minion's bucket, buffer and
-schedule, and the table-name prefix. Only what differs is sent.
+schedule, the replicas (and server tenant) of every part, and the table-name prefix. Only what differs is
+sent; a part whose replicas change is rebalanced.
 """
 
 from __future__ import annotations
@@ -98,6 +99,27 @@ def windowed(table: dict[str, Any], offline: dict[str, Any] | None, pinot: Pinot
         )
 
 
+def placed(table: dict[str, Any], offline: dict[str, Any] | None, pinot: PinotSettings) -> None:
+    """Where each part's segments live: `replicas` copies of each (a realtime part's replicasPerPartition, an
+    offline part's replication), on the servers tagged with `server_tenant` when one is set. Two replicas keep
+    every segment answerable while one server is away: the dedup and upsert tables' strictReplicaGroup routing
+    then sends each query to one whole replica (docs/operations.md)."""
+    table["segmentsConfig"]["replicasPerPartition"] = str(pinot.replicas)
+    if offline is not None:
+        offline["segmentsConfig"]["replication"] = str(pinot.replicas)
+    if pinot.server_tenant:
+        for part in (table, offline):
+            if part is not None:
+                part.setdefault("tenants", {})["server"] = pinot.server_tenant
+
+
+def placement(table: dict[str, Any]) -> str:
+    """A part's replica count and server tenant ("2 on DefaultTenant"): a rebalance follows a change of either."""
+    segments = table.get("segmentsConfig", {})
+    count = segments.get("replicasPerPartition", segments.get("replication"))
+    return f"{count} on {table.get('tenants', {}).get('server', 'DefaultTenant')}"
+
+
 def decoder_config(reader: dict[str, Any], first: dict[str, Any], endpoints: Endpoints) -> dict[str, str]:
     """Every table's decoder: the project's (pinot/decoder) for Confluent's wire format, reading with the
     stream's newest schema; unframed messages, from before the switch, were written with its v1."""
@@ -124,6 +146,7 @@ def desired_specs(settings: Settings, pinot_dir: Path = PINOT) -> list[TableSpec
         stream["stream.kafka.topic.name"] = settings.endpoints.topic_prefix + topic
         stream["stream.kafka.broker.list"] = settings.endpoints.pinot_kafka_broker_list
         windowed(table, offline, settings.pinot)
+        placed(table, offline, settings.pinot)
         name = settings.pinot.table_prefix + table_file.stem
         schema["schemaName"] = name
         for part in (table, offline):
@@ -189,6 +212,12 @@ def _put_part(
     changes.append(_change("table" if kind == "REALTIME" else "offline table", name, existing, diff))
     if not dry_run:
         controller.put_table(copy.deepcopy(desired), exists=existing is not None)
+    if existing is not None and placement(existing) != placement(desired):
+        # Pinot places only new segments by the new config: a rebalance copies (or drops) the others, the
+        # consuming ones included, keeping one replica of each answering meanwhile.
+        changes.append(f"table {name}: rebalance {kind} from {placement(existing)} to {placement(desired)}")
+        if not dry_run:
+            controller.rebalance(f"{name}_{kind}")
     return not dry_run and existing is None
 
 

@@ -78,6 +78,12 @@ def pinot_config(name: str, s: StackSettings, root: Path) -> dict[str, object]:
             "pinot.broker.client.access.protocols": "http",
             "pinot.broker.client.access.protocols.http.host": "127.0.0.1",
             "pinot.broker.client.access.protocols.http.port": s.pinot_broker_port,
+            # A server the broker cannot reach is left out of routing at once (its replica answers instead),
+            # and tried again after 1, 1.5, 2.25, ... s; without it, until ZooKeeper ends the dead server's
+            # session (docs/operations.md).
+            "pinot.broker.failure.detector.type": "CONNECTION",
+            "pinot.broker.failure.detector.retry.initial.delay.ms": 1000,
+            "pinot.broker.failure.detector.retry.delay.factor": 1.5,
         }
     if name == "pinot-minion":
         return {
@@ -87,15 +93,25 @@ def pinot_config(name: str, s: StackSettings, root: Path) -> dict[str, object]:
             "pinot.minion.port": s.pinot_minion_port,
             "dataDir": root / "minion" / "data",  # emptied at each start: a task's scratch files
         }
+    # The second server of the high-availability profile: ports and data of its own.
+    second = name == "pinot-server-2"
+    directory = root / ("server-2" if second else "server")
     return {
         **cluster,
         "pinot.server.netty.host": "127.0.0.1",
         # Pinot 0.11 binds the query port on every interface whatever the settings (docs/security.md).
-        "pinot.server.netty.port": s.pinot_server_port,
+        "pinot.server.netty.port": s.pinot_server_2_port if second else s.pinot_server_port,
         "pinot.server.adminapi.access.protocols": "http",
         "pinot.server.adminapi.access.protocols.http.host": "127.0.0.1",
-        "pinot.server.adminapi.access.protocols.http.port": s.pinot_server_admin_port,
+        "pinot.server.adminapi.access.protocols.http.port": s.pinot_server_2_admin_port
+        if second
+        else s.pinot_server_admin_port,
         "pinot.server.grpc.enable": "false",  # streaming queries are unused, and gRPC cannot bind loopback
-        "pinot.server.instance.dataDir": root / "server" / "data",
-        "pinot.server.instance.segmentTarDir": root / "server" / "segments",
+        "pinot.server.instance.dataDir": directory / "data",
+        "pinot.server.instance.segmentTarDir": directory / "segments",
+        # A starting server joins the broker's routing only once its consuming segments have reached the
+        # stream's newest offsets (or after 2 minutes): a restarted replica never answers behind its peer.
+        "pinot.server.starter.enableRealtimeOffsetBasedConsumptionStatusChecker": "true",
+        "pinot.server.starter.realtimeConsumptionCatchupWaitMs": 120_000,
+        "pinot.server.startup.serviceStatusCheckIntervalMs": 1000,
     }

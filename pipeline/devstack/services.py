@@ -28,6 +28,8 @@ HEAPS = {
     "pinot-controller": "1g",
     "pinot-broker": "1g",
     "pinot-server": "6g",
+    # Each of the two servers holds a whole replica (and its dedup and upsert keys): the same heap as one.
+    "pinot-server-2": "6g",
     "pinot-minion": "1g",  # moves one bucket of one table at a time (docs/pinot.md)
     "schema-registry": "256m",  # a few dozen schemas; ~300 MB resident
 }
@@ -36,6 +38,7 @@ PINOT_MAIN = {
     "pinot-controller": "StartController",
     "pinot-broker": "StartBroker",
     "pinot-server": "StartServer",
+    "pinot-server-2": "StartServer",
     "pinot-minion": "StartMinion",
 }
 
@@ -86,6 +89,19 @@ def service_table(settings: Settings, state: Path, cluster: Cluster, report: Rep
         )
 
     postgres_log = cluster.root / "server.log"  # written by the server itself, as the postgres user
+    # The high-availability profile's second server (NIBBLE_PINOT_REPLICAS=2, docs/operations.md).
+    second_server = []
+    if settings.pinot.replicas > 1:
+        second_ports = {
+            "pinot_server_2_port": s.pinot_server_2_port,
+            "pinot_server_2_admin_port": s.pinot_server_2_admin_port,
+        }
+        second_health = f"http://127.0.0.1:{s.pinot_server_2_admin_port}/health"
+        second_server.append(
+            java(
+                "pinot-server-2", 2, second_ports, f"127.0.0.1:{s.pinot_server_2_port}", lambda: http.ok(second_health)
+            )
+        )
     return [
         Service(
             "postgres",
@@ -137,6 +153,7 @@ def service_table(settings: Settings, state: Path, cluster: Cluster, report: Rep
             f"127.0.0.1:{s.pinot_server_port}",
             lambda: http.ok(f"http://127.0.0.1:{s.pinot_server_admin_port}/health"),
         ),
+        *second_server,
         java(
             "pinot-minion",
             2,
@@ -196,7 +213,7 @@ class JavaServices:
     def start(self, name: str, log_file: Path, pid_file: Path) -> None:
         runtime = "kafka" if name == "kafka" else "pinot"
         classpath = self.classpaths.of(runtime)
-        if name == "pinot-server":  # the one role that decodes Kafka messages
+        if name.startswith("pinot-server"):  # the one role that decodes Kafka messages
             classpath = f"{installers.pinot_decoder(self.state, self.report)}:{classpath}"
         arguments = self._kafka_arguments(classpath) if name == "kafka" else self._pinot_arguments(name)
         log4j = STACK_RECIPES / runtime / "log4j2.properties"
