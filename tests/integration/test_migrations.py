@@ -131,6 +131,7 @@ SUPPORT_TICKETS = [
     ("resolution_notes", "text", None, "YES", None),
     ("created_at", "timestamp with time zone", None, "YES", "CURRENT_TIMESTAMP"),
     ("updated_at", "timestamp with time zone", None, "YES", "CURRENT_TIMESTAMP"),
+    ("customer_pseudonym", "uuid", None, "YES", None),  # not the seed's: 0027 adds it (docs/security.md §9)
 ]
 TICKET_COMMENTS = [
     ("id", "uuid", None, "NO", "uuid_generate_v4()"),
