@@ -1,7 +1,8 @@
 -- Analytics without personal data (issue 22 item 3; docs/security.md, "Analytics without personal data").
 -- From this migration on, order and ticket events carry the customer's pseudonym instead of their user_id, and
--- order and delivery events a drop-off point rounded to 3 decimals of a degree (OrderEvent v2, DeliveryEvent
--- v2, TicketEvent v2: avro_schemas/*/v2.avsc). Rows of v1 still in an outbox are published as v1.
+-- order and delivery events a drop-off point rounded to 3 decimals of a degree (OrderEvent v2 and TicketEvent
+-- v2: avro_schemas/*/v2.avsc; DeliveryEvent keeps v1, whose fields do not change). Rows of v1 still in an
+-- outbox are published as v1.
 -- Deploy `nibble schemas apply`, relays that know v2 and `nibble pinot apply` (then roll the segments,
 -- docs/events.md "Evolving a schema") before this migration.
 --
@@ -185,7 +186,9 @@ GRANT EXECUTE ON FUNCTION order_service.customer_pseudonym(uuid) TO order_servic
 
 SET LOCAL ROLE driver_service_owner;
 
--- As 0010, with the drop-off point coarsened (the pickup point is the restaurant's).
+-- As 0010, with the drop-off point coarsened (the pickup point is the restaurant's). DeliveryEvent stays v1:
+-- its fields do not change, only how exact two values are (a version differing in docs alone is the same
+-- schema to the registry), so its trigger and snapshot functions stay as they are.
 CREATE OR REPLACE FUNCTION driver_service.delivery_payload(d driver_service.deliveries) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
@@ -207,72 +210,6 @@ LANGUAGE sql STABLE AS $$
         'delivered_at', d.delivered_at,
         'updated_at', d.updated_at
     )
-$$;
-
--- As 0010, with schema_version 2.
-CREATE OR REPLACE FUNCTION driver_service.emit_delivery_events() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    emitted bigint;
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO driver_service.outbox (aggregate_type, aggregate_id, event_type, payload, schema_version)
-        SELECT 'delivery', n.id, 'DeliveryCreated', driver_service.delivery_payload(n), 2
-        FROM new_deliveries n;
-    ELSE
-        INSERT INTO driver_service.outbox (aggregate_type, aggregate_id, event_type, payload, schema_version)
-        SELECT
-            'delivery',
-            n.id,
-            CASE
-                WHEN n.status <> o.status THEN CASE n.status
-                    WHEN 'assigned' THEN 'DeliveryAssigned'
-                    WHEN 'picked_up' THEN 'DeliveryPickedUp'
-                    WHEN 'delivered' THEN 'DeliveryCompleted'
-                    WHEN 'cancelled' THEN 'DeliveryCancelled'
-                    ELSE 'DeliveryUpdated'
-                END
-                WHEN n.driver_id IS DISTINCT FROM o.driver_id AND n.driver_id IS NOT NULL THEN 'DeliveryAssigned'
-                ELSE 'DeliveryUpdated'
-            END,
-            driver_service.delivery_payload(n),
-            2
-        FROM new_deliveries n
-        JOIN old_deliveries o ON o.id = n.id
-        WHERE (n.order_id, n.driver_id, n.restaurant_id, n.city, n.status, n.pickup_location,
-               n.dropoff_location, n.distance_m, n.created_at, n.promised_at, n.assigned_at,
-               n.picked_up_at, n.delivered_at)
-            IS DISTINCT FROM
-              (o.order_id, o.driver_id, o.restaurant_id, o.city, o.status, o.pickup_location,
-               o.dropoff_location, o.distance_m, o.created_at, o.promised_at, o.assigned_at,
-               o.picked_up_at, o.delivered_at);
-    END IF;
-    GET DIAGNOSTICS emitted = ROW_COUNT;
-    IF emitted > 0 THEN
-        PERFORM pg_notify('nibble_outbox', 'driver_service');
-    END IF;
-    RETURN NULL;
-END
-$$;
-
--- As 0014, with schema_version 2; SECURITY DEFINER and its search_path as 0021 set them.
-CREATE OR REPLACE FUNCTION driver_service.emit_delivery_snapshots(ids uuid[]) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    emitted integer;
-BEGIN
-    INSERT INTO driver_service.outbox (aggregate_type, aggregate_id, event_type, payload, schema_version)
-    SELECT 'delivery', d.id, 'DeliverySnapshot', driver_service.delivery_payload(d), 2
-    FROM driver_service.deliveries d
-    WHERE d.id = ANY (ids)
-    ORDER BY d.id
-    FOR SHARE;
-    GET DIAGNOSTICS emitted = ROW_COUNT;
-    IF emitted > 0 THEN
-        PERFORM pg_notify('nibble_outbox', 'driver_service');
-    END IF;
-    RETURN emitted;
-END
 $$;
 
 SET LOCAL ROLE admin_service_owner;

@@ -42,7 +42,7 @@ SEED = 9
 FORWARD = ("placed", "confirmed", "preparing", "ready_for_pickup", "picked_up", "delivered")
 
 PINOT_COLUMNS = (
-    "order_id", "user_id", "restaurant_id", "restaurant_name", "city", "cuisine", "status", "item_count",
+    "order_id", "customer_pseudonym", "restaurant_id", "restaurant_name", "city", "cuisine", "status", "item_count",
     "subtotal_cents", "delivery_fee_cents", "tip_cents", "total_cents", "currency", "payment_status",
     "cancel_reason", "delivery_lat", "delivery_lon", "placed_at", "promised_at", "updated_at",
 )  # fmt: skip

@@ -14,11 +14,13 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from pipeline.privacy.coarsening import coarse_coordinate
 from tests.support.data_keys import hold_keys
 
 PLACED_AT = datetime(2024, 5, 17, 18, 30, 0, 123456, tzinfo=UTC)
 PROMISED_AT = PLACED_AT + timedelta(minutes=35)
 DROP_OFF = (52.520008, 13.404954)  # lat, lon
+PUBLISHED_DROP_OFF = tuple(map(coarse_coordinate, DROP_OFF))  # migration 0027's cell: (52.52, 13.405)
 PICKUP = (52.5125, 13.3900)
 
 
@@ -85,17 +87,21 @@ def test_order_placed_carries_the_items_and_exact_money(conn: psycopg.Connection
 
     [row] = order_events(conn)
     updated_at = conn.execute("SELECT updated_at FROM order_service.orders").fetchone()["updated_at"]
+    # the customer's pseudonym, not their id (migration 0027)
+    pseudonym = conn.execute(
+        "SELECT pseudonym FROM order_service.customer_pseudonyms WHERE user_id = %s", (user_id,)
+    ).fetchone()["pseudonym"]
     assert row["aggregate_type"] == "order"
     assert row["aggregate_id"] == order_id
     assert row["event_type"] == "OrderPlaced"
-    assert row["schema_version"] == 1
+    assert row["schema_version"] == 2
     assert isinstance(row["event_id"], uuid.UUID)
     assert row["occurred_at"].tzinfo is not None
     payload = row["payload"]
     timestamps = ("placed_at", "promised_at", "updated_at")  # compared as instants below
     assert {key: value for key, value in payload.items() if key not in timestamps} == {
         "order_id": str(order_id),
-        "user_id": str(user_id),
+        "customer_pseudonym": str(pseudonym),
         "restaurant_id": str(restaurant_id),
         "restaurant_name": "Pho 24",
         "city": "Berlin",
@@ -109,8 +115,8 @@ def test_order_placed_carries_the_items_and_exact_money(conn: psycopg.Connection
         "currency": "USD",
         "payment_status": None,
         "cancel_reason": None,
-        "delivery_lat": DROP_OFF[0],
-        "delivery_lon": DROP_OFF[1],
+        "delivery_lat": PUBLISHED_DROP_OFF[0],
+        "delivery_lon": PUBLISHED_DROP_OFF[1],
     }
     # Timestamps are JSON text carrying their offset, and name the same instant as the column.
     for key, expected in zip(timestamps, (PLACED_AT, PROMISED_AT, updated_at), strict=True):
@@ -328,7 +334,7 @@ def test_delivery_lifecycle_events(conn: psycopg.Connection[Any]) -> None:
     ]
     created, completed = rows[0]["payload"], rows[4]["payload"]
     assert (created["pickup_lat"], created["pickup_lon"]) == PICKUP
-    assert (created["dropoff_lat"], created["dropoff_lon"]) == DROP_OFF
+    assert (created["dropoff_lat"], created["dropoff_lon"]) == PUBLISHED_DROP_OFF
     assert created["status"] == "pending" and created["driver_id"] is None and created["assigned_at"] is None
     assert datetime.fromisoformat(created["promised_at"]) == PROMISED_AT
     assert completed["driver_id"] == str(driver_id)

@@ -301,6 +301,15 @@ def _lon(geography: str) -> str:
     return f"public.st_x({geography}::public.geometry)"
 
 
+def _coarse(coordinate: str) -> str:
+    """A drop-off coordinate as the payloads publish it since migration 0027."""
+    return f"public.coarse_coordinate({coordinate})"
+
+
+# Since migration 0027 no event carries the customer's id: Pinot holds its null.
+NO_USER_ID = "NULL::text"
+
+
 # The envelope of an aggregate's newest event (as Pinot's upsert keeps it), from the record.
 ENVELOPE = {
     "event_id": "last.event_id::text",
@@ -359,7 +368,8 @@ STATE_TABLES = (
         "order_service.orders",
         "order_service.is_visible(t)",
         {
-            "user_id": "t.user_id::text",
+            "user_id": NO_USER_ID,
+            "customer_pseudonym": "t.customer_pseudonym::text",
             "restaurant_id": "t.restaurant_id::text",
             "restaurant_name": "t.restaurant_name",
             "city": "t.city",
@@ -368,8 +378,8 @@ STATE_TABLES = (
             "currency": "t.currency",
             "payment_status": "t.payment_status",
             "cancel_reason": "t.cancel_reason",
-            "delivery_lat": _lat("t.delivery_location"),
-            "delivery_lon": _lon("t.delivery_location"),
+            "delivery_lat": _coarse(_lat("t.delivery_location")),
+            "delivery_lon": _coarse(_lon("t.delivery_location")),
             "placed_minute": _ms("date_trunc('minute', t.placed_at)"),
             "item_count": "t.item_count",
             "subtotal_cents": _cents("t.subtotal"),
@@ -396,8 +406,8 @@ STATE_TABLES = (
             "status": "t.status",
             "pickup_lat": _lat("t.pickup_location"),
             "pickup_lon": _lon("t.pickup_location"),
-            "dropoff_lat": _lat("t.dropoff_location"),
-            "dropoff_lon": _lon("t.dropoff_location"),
+            "dropoff_lat": _coarse(_lat("t.dropoff_location")),
+            "dropoff_lon": _coarse(_lon("t.dropoff_location")),
             "distance_m": "t.distance_m",
             "created_at": _ms("t.created_at"),
             "promised_at": _ms("t.promised_at"),
@@ -449,7 +459,8 @@ STATE_TABLES = (
         TICKETS,
         "true",
         {
-            "user_id": "t.user_id::text",
+            "user_id": NO_USER_ID,
+            "customer_pseudonym": "t.customer_pseudonym::text",
             "order_id": "t.order_id::text",
             "restaurant_id": "t.restaurant_id::text",
             "city": "t.city",
@@ -861,7 +872,11 @@ def check_deliveries_within_radius(ingested: Ingested) -> None:
     distances = {
         str(delivery): metres
         for delivery, metres in ingested.pg(
-            "SELECT id, ST_Distance(dropoff_location, ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography, false) "
+            # from the drop-off point as published (migration 0027's cell), as Pinot has it
+            "SELECT id, ST_Distance(ST_SetSRID(ST_MakePoint("
+            "public.coarse_coordinate(ST_X(dropoff_location::geometry)), "
+            "public.coarse_coordinate(ST_Y(dropoff_location::geometry))), 4326)::geography, "
+            "ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography, false) "
             "FROM driver_service.deliveries WHERE city = %s",
             lon,
             lat,
