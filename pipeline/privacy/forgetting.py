@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg
+
 from connectors import postgres
 from connectors.postgres import sql_file
 from pipeline.config import acting_user, login_url
@@ -23,7 +25,7 @@ ROUNDS = 4  # the last finds nothing, unless the customer keeps writing while be
 
 
 class ForgetError(NibbleError):
-    """The customer kept getting a pseudonym while being forgotten."""
+    """The database has no pseudonyms (not migrated), or the customer kept getting one while being forgotten."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,15 @@ def parse_customer(text: str) -> uuid.UUID:
 
 
 def _run(database_url: str, login: str, query: str, customer: uuid.UUID) -> tuple[int, ...]:
-    with postgres.connect(login_url(database_url, login), "nibble-forget") as conn, conn.transaction():
-        conn.execute("SELECT set_config('nibble.actor', %s, true)", (acting_user(),))
-        row = conn.execute(sql_file("pipeline.privacy", query), {"customer": customer}).fetchone()
+    try:
+        with postgres.connect(login_url(database_url, login), "nibble-forget") as conn, conn.transaction():
+            conn.execute("SELECT set_config('nibble.actor', %s, true)", (acting_user(),))
+            row = conn.execute(sql_file("pipeline.privacy", query), {"customer": customer}).fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        raise ForgetError(
+            "the database of NIBBLE_DATABASE_URL has no pseudonyms yet (run `nibble migrate`): "
+            f"{exc.diag.message_primary}"
+        ) from None
     return tuple(row)
 
 
