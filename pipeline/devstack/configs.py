@@ -40,10 +40,10 @@ def registry_properties(s: StackSettings, root: Path) -> dict[str, object]:
     }
 
 
-def pinot_config(name: str, s: StackSettings, root: Path) -> dict[str, object]:
-    """The properties of one Pinot role (or of Pinot's ZooKeeper). Files, because only they reach the settings
-    that bind each listener to 127.0.0.1 (the command-line flags of Pinot's Start* commands produce the legacy
-    port keys, which bind every interface; docs/security.md)."""
+def pinot_config(name: str, s: StackSettings, root: Path, replicas: int = 1) -> dict[str, object]:
+    """The properties of one Pinot role (or of Pinot's ZooKeeper), for tables of `replicas` copies. Files,
+    because only they reach the settings that bind each listener to 127.0.0.1 (the command-line flags of Pinot's
+    Start* commands produce the legacy port keys, which bind every interface; docs/security.md)."""
     zk = f"127.0.0.1:{s.zookeeper_port}"
     cluster = {"pinot.zk.server": zk, "pinot.cluster.name": "PinotCluster"}
     if name == "zookeeper":
@@ -96,7 +96,7 @@ def pinot_config(name: str, s: StackSettings, root: Path) -> dict[str, object]:
     # The second server of the high-availability profile: ports and data of its own.
     second = name == "pinot-server-2"
     directory = root / ("server-2" if second else "server")
-    return {
+    server = {
         **cluster,
         "pinot.server.netty.host": "127.0.0.1",
         # Pinot 0.11 binds the query port on every interface whatever the settings (docs/security.md).
@@ -109,9 +109,12 @@ def pinot_config(name: str, s: StackSettings, root: Path) -> dict[str, object]:
         "pinot.server.grpc.enable": "false",  # streaming queries are unused, and gRPC cannot bind loopback
         "pinot.server.instance.dataDir": directory / "data",
         "pinot.server.instance.segmentTarDir": directory / "segments",
-        # A starting server joins the broker's routing only once its consuming segments have reached the
-        # stream's newest offsets (or after 2 minutes): a restarted replica never answers behind its peer.
-        "pinot.server.starter.enableRealtimeOffsetBasedConsumptionStatusChecker": "true",
-        "pinot.server.starter.realtimeConsumptionCatchupWaitMs": 120_000,
-        "pinot.server.startup.serviceStatusCheckIntervalMs": 1000,
+        "pinot.server.startup.serviceStatusCheckIntervalMs": 1000,  # healthy within a second, not ten
     }
+    if replicas > 1:
+        # A starting replica joins the broker's routing only once its consuming segments have reached the
+        # stream's newest offsets (at most 2 minutes), while its peer answers: it never answers behind it. Not
+        # for one server, which would only stay without any answer for longer.
+        server["pinot.server.starter.enableRealtimeOffsetBasedConsumptionStatusChecker"] = "true"
+        server["pinot.server.starter.realtimeConsumptionCatchupWaitMs"] = 120_000
+    return server

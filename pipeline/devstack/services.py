@@ -250,7 +250,8 @@ class JavaServices:
         root = self.state / "pinot"
         root.mkdir(parents=True, exist_ok=True)
         config = root / f"{name}.conf"
-        config.write_text(configs.properties(configs.pinot_config(name, self.settings.stack, root)))
+        rendered = configs.pinot_config(name, self.settings.stack, root, self.settings.pinot.replicas)
+        config.write_text(configs.properties(rendered))
         if name == "zookeeper":
             return ["org.apache.zookeeper.server.ZooKeeperServerMain", str(config)]
         return ["org.apache.pinot.tools.admin.PinotAdministrator", PINOT_MAIN[name], "-configFileName", str(config)]

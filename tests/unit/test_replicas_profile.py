@@ -102,6 +102,12 @@ def test_the_two_servers_have_ports_and_data_of_their_own(tmp_path: Path) -> Non
     assert broker["pinot.broker.failure.detector.type"] == "CONNECTION"
 
 
+def test_only_a_replica_waits_for_its_consumption_to_catch_up_before_it_answers(tmp_path: Path) -> None:
+    checker = "pinot.server.starter.enableRealtimeOffsetBasedConsumptionStatusChecker"
+    assert checker not in configs.pinot_config("pinot-server", StackSettings(), tmp_path)
+    assert configs.pinot_config("pinot-server", StackSettings(), tmp_path, replicas=2)[checker] == "true"
+
+
 class PartialCursor:
     """pinotdb's cursor after answers from `responded` of 2 servers: it raises, keeping the broker's counts."""
 
