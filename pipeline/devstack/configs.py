@@ -113,8 +113,9 @@ def pinot_config(name: str, s: StackSettings, root: Path, replicas: int = 1) -> 
     }
     if replicas > 1:
         # A starting replica joins the broker's routing only once its consuming segments have reached the
-        # stream's newest offsets (at most 2 minutes), while its peer answers: it never answers behind it. Not
-        # for one server, which would only stay without any answer for longer.
+        # stream's newest offsets, while its peer answers: it does not answer behind it. At most 45 s: 0.11
+        # reads those offsets once per segment, and a read that times out (seen under load) leaves the check
+        # waiting for the limit. Not for one server, which would only stay without any answer for longer.
         server["pinot.server.starter.enableRealtimeOffsetBasedConsumptionStatusChecker"] = "true"
-        server["pinot.server.starter.realtimeConsumptionCatchupWaitMs"] = 120_000
+        server["pinot.server.starter.realtimeConsumptionCatchupWaitMs"] = 45_000
     return server
