@@ -52,7 +52,8 @@ TICK_S = 0.1
 PROBE_S = 0.02
 COPIED = ("orders", "order_events", "order_ledger")  # every table reading nibble.orders or nibble.order_ledger
 PROBED = "order_events"
-DRAIN_S = 120  # how long the probe waits after the writers stopped for the last commits to be queryable
+DRAIN_S = 120
+LOAD_EVERY_S = 10  # how long the probe waits after the writers stopped for the last commits to be queryable
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Run:
     stalls: dict[int, float] = field(default_factory=dict)  # partition -> longest time its count did not grow (s)
     held: float = 0.0  # events/s the writers committed after the warm-up
     latest_tick_s: float = 0.0  # how late the writers' latest tick started (s)
+    loads: list[float] = field(default_factory=list)  # the 1-minute load average, every LOAD_EVERY_S
     backlog: int = 0  # outbox rows not yet published when the writers stopped
 
 
@@ -174,6 +176,7 @@ def probe(services: Services, table: str, cities: list[str], out: Queue, steady_
     running, drained_by = set(cities), None
     grew_at: dict[int, float] = {}  # partition -> when its count last grew
     counts: dict[int, int] = {}
+    load_at = steady_from
     city_list = ", ".join(f"'{city}'" for city in cities)
     query = f"SELECT city, $segmentName, COUNT(*) FROM {table} WHERE city IN ({city_list}) GROUP BY city, $segmentName LIMIT 100000"  # noqa: E501
     while running or any(pending.values()):
@@ -191,6 +194,9 @@ def probe(services: Services, table: str, cities: list[str], out: Queue, steady_
             drained_by = time.monotonic() + DRAIN_S
         if drained_by is not None and time.monotonic() > drained_by:
             break
+        if running and time.time() >= load_at:
+            run.loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
+            load_at = time.time() + LOAD_EVERY_S
         cursor.execute(query)
         rows, seen_at = cursor.fetchall(), time.time()
         seen: dict[str, int] = defaultdict(int)
@@ -266,10 +272,10 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:,.0f}"
 
 
-def report(args: argparse.Namespace, run: Run, seqs: tuple[dict, dict], commits: list[Commit], load: str) -> None:
+def report(rate: int, seconds: int, run: Run, seqs: tuple[dict, dict], commits: list[Commit]) -> None:
     before, after = seqs
     lags = run.lags
-    verdict = "held it" if run.held >= args.rate * 0.98 else f"did NOT hold {args.rate:,}/s"
+    verdict = "held it" if run.held >= rate * 0.98 else f"did NOT hold {rate:,}/s"
     print(
         f"writers: {run.held:,.0f} events/s after the warm-up ({verdict}); latest tick started "
         f"{run.latest_tick_s * 1000:,.0f} ms late; {run.backlog:,} outbox rows unpublished when they stopped"
@@ -279,14 +285,15 @@ def report(args: argparse.Namespace, run: Run, seqs: tuple[dict, dict], commits:
     per_table: dict[str, int] = defaultdict(int)  # by the copied table's own name
     for key, sequence in after.items():
         per_table[key[0].split("_", 1)[1]] += sequence - before.get(key, sequence)
+    load = f"{sum(run.loads) / len(run.loads):.1f}, {max(run.loads):.1f}" if run.loads else "-"
     stalls = " ".join(f"p{p} {run.stalls[p]:.1f}" for p in sorted(run.stalls)) or "-"
     print()
     print(f"| rate/s | run | commits | p50 ms | p99 ms | p99.9 ms | max ms | segment commits ({', '.join(COPIED)}) "
-          "| longest stall per partition (s) | load (1/5/15 min) |")  # fmt: skip
+          "| longest stall per partition (s) | load (1 min: mean, max) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     p = {q: percentile(lags, q) for q in (50, 99, 99.9)}
     print(
-        f"| {args.rate:,} | {args.seconds / 60:.0f} min | {len(lags):,} | {ms(p[50])} | {ms(p[99])} | {ms(p[99.9])} "
+        f"| {rate:,} | {seconds / 60:.0f} min | {len(lags):,} | {ms(p[50])} | {ms(p[99])} | {ms(p[99.9])} "
         f"| {ms(max(lags, default=None))} | {' / '.join(str(per_table[name]) for name in COPIED)} "
         f"| {stalls} | {load} |"
     )
@@ -305,6 +312,28 @@ def report(args: argparse.Namespace, run: Run, seqs: tuple[dict, dict], commits:
             )
 
 
+def freshness_table(services: Services, settings: Settings, rate: int, seconds: int, warmup_s: int, writers: int,
+                    relays: int, keep: bool = False) -> None:  # fmt: skip
+    """One run on new copies of the order tables, printed as the table above; the copies are dropped after."""
+    run_id = f"fresh{uuid.uuid4().hex[:6]}"
+    settings, specs = copies(settings, run_id)
+    logs = sorted((settings.stack.state_dir / "logs").glob("pinot-server*.log"))  # every server of the stack
+    print(f"freshness: copies {', '.join(spec.name for spec in specs)}; asking {rate:,} events/s for {seconds} s")
+    create(settings, specs)
+    controller = Controller(settings.endpoints.pinot_controller_url)
+    try:
+        before = consuming(controller, specs)
+        since = time.time()
+        run = measure(services, settings, f"{run_id}_{PROBED}", rate, seconds, warmup_s, writers, relays)
+        until = time.time()
+        after = consuming(controller, specs)
+        commits = commits_in_log(logs, {spec.name for spec in specs}, since, until)
+        report(rate, seconds, run, (before, after), commits)
+    finally:
+        if not keep:
+            drop(settings, specs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=1000, help="events/s the writers commit")
@@ -315,27 +344,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the copies and their topics")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a run stopped by a signal still drops its copies
-    services = local_services()
-    run_id = f"fresh{uuid.uuid4().hex[:6]}"
-    settings, specs = copies(load_settings(), run_id)
-    logs = sorted((settings.stack.state_dir / "logs").glob("pinot-server*.log"))  # every server of the stack
     print("the machine is shared: whatever else runs on its two cores shows in these figures", flush=True)
-    print(f"copies {', '.join(spec.name for spec in specs)}; asking {args.rate:,} events/s for {args.seconds} s")
-    create(settings, specs)
-    controller = Controller(settings.endpoints.pinot_controller_url)
-    try:
-        before = consuming(controller, specs)
-        since = time.time()
-        run = measure(services, settings, f"{run_id}_{PROBED}", args.rate, args.seconds, args.warmup, args.writers,
-                      args.relays)  # fmt: skip
-        until = time.time()
-        load = " / ".join(Path("/proc/loadavg").read_text().split()[:3])
-        after = consuming(controller, specs)
-        commits = commits_in_log(logs, {spec.name for spec in specs}, since, until)
-        report(args, run, (before, after), commits, load)
-    finally:
-        if not args.keep:
-            drop(settings, specs)
+    freshness_table(local_services(), load_settings(), args.rate, args.seconds, args.warmup, args.writers,
+                    args.relays, args.keep)  # fmt: skip
 
 
 if __name__ == "__main__":

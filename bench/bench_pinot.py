@@ -3,11 +3,9 @@
     .venv/bin/python -m bench.bench_pinot [--rate 5000] [--seconds 60] [--writers 3] [--relays 1]
         [--volume 10000000] [--runs 30] [--skip-freshness] [--keep]
 
-1. Freshness: `--writers` processes together commit `rate / 10` orders every 100 ms (one OrderPlaced each)
-   into a scratch database while a relay publishes them to the real orders topic; a probe polls Pinot's
-   `order_events` every 20 ms. For each commit, commit -> queryable is the time until Pinot counts every order
-   its writer committed so far. The bench reports the rate the writers held, and says so when they fell short,
-   and how many outbox rows the relay had still to publish when they stopped (where a lag comes from).
+1. Freshness: commit -> queryable over copies of the order tables while `--writers` processes commit `--rate`
+   events/s for `--seconds` (bench/bench_freshness.py, which runs it for as long as its aims need: segment
+   commits included).
 2. Query latency: `volume` order events (5 per order: placed .. delivered, one order in twenty cancelled
    after confirmation) are produced through the relay's own encoder to topics of the benchmark's own,
    together with the order ledger entries the triggers of migration 0015 would write for them (one at
@@ -38,17 +36,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from multiprocessing import Process, Queue
 from typing import Any
 from urllib.parse import urlsplit
 
 import pinotdb
-import psycopg
 import requests
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.stats import cell, describe, percentile
+from bench.bench_freshness import freshness_table
+from bench.stats import cell, percentile
 from connectors import kafka
 from connectors.pinot import Controller, broker_connection
 from pipeline.analytics.queries import library, run_query
@@ -58,110 +55,16 @@ from pipeline.contract.codec import Codec
 from pipeline.contract.rows import OutboxRow
 from pipeline.contract.topics import ensure_stream_topics
 from pipeline.devstack.generator import CITIES, CUISINES
-from tests.support.database import scratch_database
 from tests.support.ledger import change_entries
 from tests.support.payloads import order_payload
-from tests.support.relay import RelayProcess
-from tests.support.services import Services, local_services
-from tests.support.workload import place_orders
+from tests.support.services import local_services
 
-TICK_S = 0.1
 STEPS = ("placed", "confirmed", "preparing", "picked_up", "delivered")
 HISTORY = timedelta(days=2)  # the synthetic orders are placed over the last two days
 PREFIX = "bench_"  # the copies of the order tables
 COPIED = ("orders", "order_events", "order_ledger")
 TOPIC_PREFIX = "bench."
 AIM_P50_MS, AIM_P99_MS = 30, 100
-
-
-def freshness(services: Services, rate: int, seconds: int, warmup_s: int, writers: int, relays: int) -> None:
-    with scratch_database(services.database_url, "bench_pinot", migrated=True) as db:
-        relay = RelayProcess(services, db, processes=relays)
-        try:
-            _freshness(services, db, rate, seconds, warmup_s, writers)
-        finally:
-            relay.terminate()
-
-
-def _write(db: str, city: str, per_tick: int, ticks: int, start_at: float, out: Queue) -> None:
-    """One writer process: `per_tick` orders committed every TICK_S from `start_at` (wall clock); each commit's
-    wall time and the orders committed so far go to `out`, then (city, None, total) when it is done."""
-    committed = 0
-    with psycopg.connect(db) as conn:
-        for tick in range(ticks):
-            pause = start_at + tick * TICK_S - time.time()
-            if pause > 0:
-                time.sleep(pause)
-            place_orders(conn, per_tick, city=city)
-            conn.commit()
-            committed += per_tick
-            out.put((city, time.time(), committed))
-    out.put((city, None, committed))
-
-
-def _freshness(services: Services, db: str, rate: int, seconds: int, warmup_s: int, writers: int) -> None:
-    """Writer processes (one connection each: a single one cannot commit 5,000 orders/s here) and a probe
-    that polls Pinot's `order_events` every 20 ms. A commit is queryable when Pinot counts every order its
-    writer had committed by then."""
-    run = uuid.uuid4().hex[:8]
-    cities = [f"Fresh-{run}-{i}" for i in range(writers)]
-    per_tick = max(1, round(rate * TICK_S / writers))
-    ticks = int((warmup_s + seconds) / TICK_S)
-    time.sleep(3)  # the relay connects and takes its leases
-    print(
-        f"freshness: asking {per_tick * writers / TICK_S:,.0f} events/s from {writers} writer processes for "
-        f"{seconds} s after a {warmup_s} s warm-up ..."
-    )
-    out: Queue = Queue()
-    start_at = time.time() + 1
-    processes = [
-        # staggered within a tick, so the commits spread over it
-        Process(target=_write, args=(db, city, per_tick, ticks, start_at + TICK_S * i / writers, out))
-        for i, city in enumerate(cities)
-    ]
-    for process in processes:
-        process.start()
-    pending: dict[str, list[tuple[float, int]]] = {city: [] for city in cities}
-    commits: list[float] = []  # wall times of every commit
-    lags: list[tuple[float, float]] = []  # (commit wall time, commit -> queryable)
-    running, deadline = set(cities), None
-    cursor = broker_connection(services.pinot_broker_url).cursor()
-    city_list = ", ".join(f"'{city}'" for city in cities)
-    while running or any(pending.values()):
-        while not out.empty():
-            city, at, committed = out.get()
-            if at is None:
-                running.discard(city)
-            else:
-                pending[city].append((at, committed))
-                commits.append(at)
-        if not running and deadline is None:
-            # Where the lag is: rows the relay has not published yet, or events Pinot has not ingested yet.
-            with psycopg.connect(db) as conn:
-                backlog = conn.execute("SELECT count(*) FROM order_service.outbox").fetchone()[0]
-            print(f"freshness: when the writers stopped, {backlog:,} outbox rows were not yet published")
-        if not running:
-            deadline = deadline or time.monotonic() + 120
-            if time.monotonic() > deadline:
-                break
-        cursor.execute(f"SELECT city, COUNT(*) FROM order_events WHERE city IN ({city_list}) GROUP BY city")
-        seen, seen_at = dict(cursor.fetchall()), time.time()
-        for city, waiting in pending.items():
-            while waiting and waiting[0][1] <= seen.get(city, 0):
-                at, _ = waiting.pop(0)
-                lags.append((at, seen_at - at))
-        time.sleep(0.02)
-    for process in processes:
-        process.join()
-    steady_from = start_at + warmup_s
-    steady_commits = sorted(at for at in commits if at >= steady_from)
-    held = len(steady_commits) * per_tick / (steady_commits[-1] - steady_from)
-    steady = [lag for at, lag in lags if at >= steady_from]
-    verdict = "held it" if held >= rate * 0.98 else f"did NOT hold {rate:,}/s"
-    print(f"freshness: the writers committed {held:,.0f} events/s after the warm-up ({verdict})")
-    if len(lags) < len(commits):
-        print(f"freshness: {len(commits) - len(lags)} commits were not queryable 120 s after the writers stopped")
-    print(f"freshness: commit -> queryable in Pinot, {describe([lag * 1000 for lag in steady])}")
 
 
 def bench_tables(settings: Settings) -> list[dict[str, Any]]:
@@ -449,7 +352,7 @@ def main() -> None:
     print("the machine is shared: whatever else runs on its two cores shows in these figures", flush=True)
     apply(settings)
     if not args.skip_freshness:
-        freshness(services, args.rate, args.seconds, args.warmup, args.writers, args.relays)
+        freshness_table(services, settings, args.rate, args.seconds, args.warmup, args.writers, args.relays)
     create_bench_tables(settings)
     try:
         query_latency(settings, args.volume, args.runs)
