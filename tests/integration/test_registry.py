@@ -91,17 +91,21 @@ def test_apply_registers_every_version_once_and_a_second_run_changes_nothing(scr
 def test_a_compatible_new_version_is_registered_after_the_first(scratch_prefix: str, tmp_path: Path) -> None:
     assert _apply(scratch_prefix).returncode == 0
     optional = {"name": "courier_note", "type": ["null", "string"], "default": None}
-    result = _apply(scratch_prefix, _copy_with(tmp_path, "orders", 2, optional))
+    # deliveries: a stream whose only version is v1 (orders and tickets have a v2 since 0027)
+    result = _apply(scratch_prefix, _copy_with(tmp_path, "deliveries", 2, optional))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].startswith(f"registered {scratch_prefix}nibble.orders-value v2 (schema id ")
-    assert _held(scratch_prefix)[f"{scratch_prefix}nibble.orders-value"] == [1, 2]
+    registered = f"registered {scratch_prefix}nibble.deliveries-value v2 (schema id "
+    assert result.stdout.splitlines()[0].startswith(registered)
+    assert _held(scratch_prefix)[f"{scratch_prefix}nibble.deliveries-value"] == [1, 2]
 
 
 def test_an_incompatible_change_is_refused_in_one_line_and_nothing_changes(scratch_prefix: str, tmp_path: Path) -> None:
     assert _apply(scratch_prefix).returncode == 0
     before = _held(scratch_prefix)
-    # Orders (checked first) gets a compatible v2, drivers (checked last) one the registry refuses: neither lands.
-    schemas = _copy_with(tmp_path, "orders", 2, {"name": "courier_note", "type": ["null", "string"], "default": None})
+    # Deliveries (checked first) gets a compatible v2, drivers (checked later) one the registry refuses: neither lands.
+    schemas = _copy_with(
+        tmp_path, "deliveries", 2, {"name": "courier_note", "type": ["null", "string"], "default": None}
+    )
     raw = json.loads((schemas / "drivers" / "v1.avsc").read_text())
     raw["fields"].append({"name": "licence_plate", "type": "string"})
     (schemas / "drivers" / "v2.avsc").write_text(json.dumps(raw))
