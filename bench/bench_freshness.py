@@ -22,6 +22,7 @@ their worst tick started).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import signal
 import sys
@@ -97,10 +98,8 @@ def drop(settings: Settings, specs: list[TableSpec]) -> None:
     for spec in specs:
         controller.delete_table(spec.name)
     for spec in specs:
-        try:
+        with contextlib.suppress(ControllerError):  # a server that does not answer (e.g. stopped) holds nothing
             poll(lambda name=spec.name: not controller.hosted(name), 60)  # a schema of a lingering table is refused
-        except ControllerError:
-            pass  # a server that does not answer (e.g. stopped) holds nothing
         controller.delete_schema(spec.name)
     admin = AdminClient({"bootstrap.servers": settings.endpoints.kafka_bootstrap_servers})
     prefix = settings.endpoints.topic_prefix
