@@ -34,6 +34,7 @@ from datetime import datetime
 from multiprocessing import Process, Queue
 from pathlib import Path
 
+import pinotdb.exceptions
 import psycopg
 from confluent_kafka.admin import AdminClient
 
@@ -68,6 +69,7 @@ class Run:
     latest_tick_s: float = 0.0  # how late the writers' latest tick started (s)
     loads: list[float] = field(default_factory=list)  # the 1-minute load average, every LOAD_EVERY_S
     backlog: int = 0  # outbox rows not yet published when the writers stopped
+    unanswered: int = 0  # probe queries that failed (they count as not seen)
 
 
 def copies(settings: Settings, run: str) -> tuple[Settings, list[TableSpec]]:
@@ -196,7 +198,11 @@ def probe(services: Services, table: str, cities: list[str], out: Queue, steady_
         if running and time.time() >= load_at:
             run.loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
             load_at = time.time() + LOAD_EVERY_S
-        cursor.execute(query)
+        try:
+            cursor.execute(query)
+        except pinotdb.exceptions.Error:  # e.g. the server answering no query in time while it builds
+            run.unanswered += 1
+            continue
         rows, seen_at = cursor.fetchall(), time.time()
         seen: dict[str, int] = defaultdict(int)
         partitions: dict[int, int] = defaultdict(int)
@@ -279,6 +285,8 @@ def report(rate: int, seconds: int, run: Run, seqs: tuple[dict, dict], commits: 
         f"writers: {run.held:,.0f} events/s after the warm-up ({verdict}); latest tick started "
         f"{run.latest_tick_s * 1000:,.0f} ms late; {run.backlog:,} outbox rows unpublished when they stopped"
     )
+    if run.unanswered:
+        print(f"probe: {run.unanswered:,} queries got no answer (counted as nothing new seen)")
     if run.unseen:
         print(f"NOT queryable {DRAIN_S} s after the writers stopped: {run.unseen} commits")
     per_table: dict[str, int] = defaultdict(int)  # by the copied table's own name
