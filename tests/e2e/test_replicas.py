@@ -160,7 +160,7 @@ def replicated(services: Services) -> Iterator[Replicated]:
     controller = Controller(settings.endpoints.pinot_controller_url)
     first, second = server_ids(settings)
     s = settings.stack
-    started = stack.pid(SECOND) is None
+    started = stack.pid(SECOND) is None  # else the stack runs the profile: the server is the stack's own
     original = {first: controller.instance(first)["tags"]}
     if started:
         # Registered with the module's tag only before it joins: untagged it would take DefaultTenant's tags,
@@ -168,16 +168,15 @@ def replicated(services: Services) -> Iterator[Replicated]:
         if controller.instance(second) is None:
             controller.add_server("127.0.0.1", s.pinot_server_2_port, s.pinot_server_2_admin_port, TAGS)
         controller.set_tags(second, TAGS)
-    else:  # the stack runs the high-availability profile: the server is the stack's own
+    else:
         original[second] = controller.instance(second)["tags"]
-    controller.set_tags(first, with_tags(original[first], TAGS))
-    if started:
-        stack.restart(SECOND)  # down: started, and waited for
-    elif second in original:
-        controller.set_tags(second, with_tags(original[second], TAGS))
     names = {spec.name.removeprefix(table_prefix) for spec in desired_specs(settings)}
     relay = None
     try:
+        for server, tags in original.items():
+            controller.set_tags(server, with_tags(tags, TAGS))
+        if started:
+            stack.restart(SECOND)  # down: started, and waited for
         with scratch_database(services.database_url, "replicas", migrated=True) as db:
             record_committed_events(db)
             apply(settings)
@@ -207,9 +206,8 @@ def replicated(services: Services) -> Iterator[Replicated]:
             stack.service(SECOND).pid_file.unlink(missing_ok=True)
             # Refused while the controller still counts it live or an ideal state names a segment on it.
             wait_until(lambda: _forgotten(controller, second), 120, what=f"{second} to be forgotten")
-        else:
-            controller.set_tags(second, original[second])
-        controller.set_tags(first, original[first])
+        for server, tags in original.items():
+            controller.set_tags(server, tags)
 
 
 def _forgotten(controller: Controller, instance: str) -> bool:
