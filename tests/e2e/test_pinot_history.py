@@ -23,13 +23,11 @@ either; nor a recent event re-sent within the window.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pinotdb.exceptions
 import pytest
@@ -54,6 +52,7 @@ from tests.support.exactness import (
 )
 from tests.support.history import MinionKiller, drop_tables_and_topics, shift_outbox_clock, write_span
 from tests.support.polling import wait_until
+from tests.support.prefixed_tables import PrefixedCursor
 from tests.support.relay import RelayProcess
 from tests.support.services import Services
 
@@ -64,23 +63,6 @@ PEAK_PER_MINUTE = 2.0  # orders per minute at a dinner peak: ~1,300 orders, ~15,
 WRITING = {"history_bucket": "1d", "history_buffer": "10m", "minion_schedule": "10s", "realtime_window": "6d"}
 WINDOW = "26h"  # the shortest window the bucket, buffer and schedule allow (pipeline/config.py), rounded up
 SEGMENTS = {"segment_rows": 2000, "segment_time": "1m"}
-
-
-class PrefixedCursor:
-    """A pinotdb cursor that reads this module's tables where a query names the stack's (`FROM orders`)."""
-
-    def __init__(self, cursor: Any, prefix: str, names: set[str]) -> None:
-        self._cursor, self._prefix, self._names = cursor, prefix, names
-
-    def execute(self, query: str, params: Any = None) -> Any:
-        named = re.sub(r"\bFROM (\w+)", lambda m: f"FROM {self._table(m.group(1))}", query)
-        return self._cursor.execute(named, params)
-
-    def _table(self, name: str) -> str:
-        return self._prefix + name if name in self._names else name
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._cursor, attribute)
 
 
 @dataclass

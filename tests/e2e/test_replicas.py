@@ -34,11 +34,11 @@ from pipeline.config import Settings
 from pipeline.devstack.generator import CITIES, Generator
 from pipeline.devstack.stack import LocalStack
 from pipeline.errors import NibbleError
-from tests.e2e.test_pinot_history import PrefixedCursor
 from tests.support.database import scratch_database
 from tests.support.exactness import QUERY_CHECKS, Ingested, await_pinot, backlog, record_committed_events
 from tests.support.history import drop_tables_and_topics
 from tests.support.polling import wait_until
+from tests.support.prefixed_tables import PrefixedCursor
 from tests.support.relay import RelayProcess, delete_subjects
 from tests.support.services import Services
 from tests.support.ticket_queries import TICKET_QUERY_CHECKS

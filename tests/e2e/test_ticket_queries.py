@@ -18,11 +18,11 @@ import pytest
 from connectors.pinot import broker_connection
 from pipeline.analytics.tables import apply, desired_specs
 from pipeline.devstack.generator import CITIES, Generator
-from tests.e2e.test_pinot_history import PrefixedCursor
 from tests.support.database import scratch_database
 from tests.support.exactness import Ingested, ledger_ingested
 from tests.support.history import drop_tables_and_topics
 from tests.support.polling import wait_until
+from tests.support.prefixed_tables import PrefixedCursor
 from tests.support.relay import RelayProcess, delete_subjects
 from tests.support.services import Services
 from tests.support.ticket_queries import TICKET_QUERY_CHECKS, tickets_ingested
