@@ -122,7 +122,7 @@ def test_a_lane_count_switch_under_load_keeps_per_aggregate_order(services, db, 
             "SELECT indexdef FROM pg_indexes"
             " WHERE schemaname = 'order_service' AND indexname = 'outbox_lane_position_idx'"
         ).fetchone()
-    assert "2147483647, 3)" in index
+    assert "2147483647), 3)" in index
     writer.join()
     wait_until(lambda: backlog(db) == 0, what="the drain under the new lane count")
     wait_until(lambda: lane_shares(services, db)[0] == [1, 2], timeout_s=30, what="both relays back on 3 lanes")
