@@ -41,7 +41,8 @@ def test_events_reach_kafka_with_key_headers_and_exact_values(services, db, pref
     first = received[0]
     assert first.key == str(first.record["order_id"])
     assert first.headers["event_id"] == str(first.record["event_id"])
-    assert first.headers["schema"] == "nibble.events.OrderEvent" and first.headers["schema_version"] == "1"
+    # The order triggers write OrderEvent v2 since migration 0027.
+    assert first.headers["schema"] == "nibble.events.OrderEvent" and first.headers["schema_version"] == "2"
     assert int(first.headers["occurred_at"]) == int(first.record["occurred_at"].timestamp() * 1000)
     assert first.headers["source_txid"] == str(first.record["source_txid"])
     delivered = [m.record for m in received if m.record["status"] == "delivered"]
@@ -113,7 +114,7 @@ def test_poison_event_parks_only_its_aggregate_until_replayed(services, db, pref
     )
     dead = json.loads(listing.stdout)
     assert [(row["aggregate_id"], row["event_type"]) for row in dead] == [(str(poisoned), "OrderPlaced")]
-    assert "does not fit nibble.events.OrderEvent v1" in dead[0]["error"]
+    assert "does not fit nibble.events.OrderEvent v2" in dead[0]["error"]
     orders_read_back(services, prefix, healthy)
 
     # The cause is fixed (the payload corrected), then the event replayed: both events follow, in order.
