@@ -47,6 +47,7 @@ SELECT 'order', gen_random_uuid(), 'OrderUpdated', jsonb_build_object(
     'placed_at', now(), 'promised_at', now() + interval '35 minutes', 'updated_at', now()), 1
 FROM generate_series(1, %s)
 """
+CLAIM = sql_file("pipeline.outbox", "claim_batch", schema=sql.Identifier("order_service"))
 TABLE_STATE = """
 SELECT pg_relation_size('order_service.outbox'), pg_indexes_size('order_service.outbox'),
        s.n_live_tup, s.n_dead_tup, s.autovacuum_count, s.vacuum_count
@@ -81,8 +82,8 @@ def claim_pages(conn: psycopg.Connection, batch: int) -> int:
     the queue, whatever the machine's load, and apart from the dead-letter check, whose plan varies."""
     with conn.transaction():
         conn.execute(sql_file("pipeline.outbox", "claim_plan"))
-        explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + OUTBOX.claim_query(LANE_COUNT, LANES)
-        (plan,) = conn.execute(explain, {"limit": batch}).fetchone() or ([],)
+        explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + CLAIM
+        (plan,) = conn.execute(explain, {"limit": batch, "lane_count": LANE_COUNT, "lanes": LANES}).fetchone() or ([],)
     nodes, pages = [plan[0]["Plan"]], 0
     while nodes:
         node = nodes.pop()

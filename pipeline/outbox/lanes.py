@@ -38,13 +38,3 @@ def plan(me: int, live: list[int], lane_count: int, holders: dict[int, int]) -> 
     # Start each relay's search at a different free lane, so that two newcomers rarely race for the same one.
     start = me % len(free)
     return Plan(acquire=tuple(free[start:] + free[:start])[: want - len(mine)])
-
-
-def claim_order(held: list[int], turn: int) -> list[int]:
-    """The held lanes in the order batch `turn` claims them: the claim fills a batch lane after lane, so the
-    first lane moves on by one each batch, and a lane with a long backlog delays the others by at most one
-    batch per held lane."""
-    if not held:
-        return []
-    start = turn % len(held)
-    return held[start:] + held[:start]

@@ -4,10 +4,9 @@ One synchronous loop. Each outbox is split into lanes by aggregate (lanes.py); a
 whose leases (session advisory locks on its PostgreSQL connection) it holds. Every REBALANCE_S it re-reads
 who is alive and who holds what, releases lanes above its fair share and takes free ones, so relays that
 join get a share and the lanes of a relay whose connection died are taken within seconds. Per batch: claim
-the held lanes' rows (lane after lane, each in position order), encode them all, produce them all, wait for
-every acknowledgement, then delete the acknowledged rows (and dead-letter the poison ones) in one
-transaction; batch.py holds the ordering rules. A crash anywhere re-publishes at most the unacknowledged
-batch, with the same event ids.
+the held lanes' rows in position order, encode them all, produce them all, wait for every acknowledgement,
+then delete the acknowledged rows (and dead-letter the poison ones) in one transaction; batch.py holds the
+ordering rules. A crash anywhere re-publishes at most the unacknowledged batch, with the same event ids.
 """
 
 from __future__ import annotations
@@ -66,7 +65,6 @@ class Relay:
         self.stop_requested_at = 0.0
         self.next_backlog_refresh = 0.0
         self.next_rebalance = 0.0
-        self.claims = 0  # batches claimed: which held lane a claim starts with (lanes.claim_order)
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -242,9 +240,7 @@ class Relay:
     def _relay_batch(self, store: OutboxStore, held: list[int]) -> int:
         assert self.conn is not None
         started = time.perf_counter()
-        self.claims += 1
-        order = lanes.claim_order(held, self.claims)
-        rows = store.claim_batch(self.conn, self.settings.relay.batch_size, self.lane_counts[store.schema], order)
+        rows = store.claim_batch(self.conn, self.settings.relay.batch_size, self.lane_counts[store.schema], held)
         if not rows:
             return 0
         encoded = batch.encode_batch(rows, self.codec.encode, self.settings.relay.max_message_bytes)

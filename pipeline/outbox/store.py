@@ -85,24 +85,17 @@ class OutboxStore:
         conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
         conn.execute(self._sql("fence"), self._keys())
         try:
-            with conn.transaction():  # the count and its lane index (migration 0026) change together
-                conn.execute(self._sql("set_lane_count"), self._keys(lane_count=lane_count))
-                conn.execute(self._sql("lane_index"), self._keys(lane_count=lane_count))
+            conn.execute(self._sql("set_lane_count"), self._keys(lane_count=lane_count))
         finally:
             conn.execute(self._sql("unfence"), self._keys())
 
-    def claim_query(self, lane_count: int, lanes: list[int]) -> sql.Composed:
-        """The claim of `lanes` (in this order) under `lane_count` lanes; its one parameter is `limit`."""
-        count = sql.Literal(lane_count)
-        branches = (self._sql("claim_lane", lane_count=count, lane=sql.Literal(lane)) for lane in lanes)
-        return self._sql("claim_batch", lanes=sql.SQL(" UNION ALL ").join(branches))
-
     def claim_batch(self, conn: psycopg.Connection, limit: int, lane_count: int, lanes: list[int]) -> list[OutboxRow]:
-        """At most `limit` rows of `lanes`, lane after lane in the order given, each lane's in position order."""
         cursor = conn.cursor(row_factory=args_row(OutboxRow))
         with conn.transaction():
             conn.execute(self._sql("claim_plan"))
-            return cursor.execute(self.claim_query(lane_count, lanes), {"limit": limit}).fetchall()
+            return cursor.execute(
+                self._sql("claim_batch"), {"limit": limit, "lane_count": lane_count, "lanes": lanes}
+            ).fetchall()
 
     def delete_published(self, conn: psycopg.Connection, positions: list[int]) -> None:
         # As an array literal: psycopg adapts a list of ints element by element in Python, ~0.9 us a position.

@@ -7,7 +7,6 @@ import psycopg
 from psycopg import sql
 
 from bench.bench_outbox_churn import INSERT_EVENTS, claim_pages
-from connectors.postgres import sql_file
 from pipeline.outbox.store import OutboxStore
 from tests.support.polling import wait_until
 
@@ -49,32 +48,3 @@ def test_autovacuum_clears_a_relays_deleted_rows_from_the_claims_path(db: str) -
 
         wait_until(vacuumed, timeout_s=180, what="autovacuum of order_service.outbox")
         assert claim_pages(conn, BATCH) < with_dead_rows / 2, "the claim no longer fetches the 20,000 deleted rows"
-
-
-def test_a_claim_reads_only_its_own_lanes_rows(db: str) -> None:
-    """Half the lanes (as one of two relays holds them): each lane's rows come from that lane's entries of the
-    lane index (migration 0026), none of the other half's rows is read and dropped by a filter."""
-    outbox = OutboxStore("order_service")
-    with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute(INSERT_EVENTS, (2_000,))
-        conn.execute("ANALYZE order_service.outbox")
-        with conn.transaction():
-            conn.execute(sql_file("pipeline.outbox", "claim_plan"))
-            explain = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + outbox.claim_query(8, [0, 1, 2, 3])
-            (plan,) = conn.execute(explain, {"limit": BATCH}).fetchone()
-        claimed = outbox.claim_batch(conn, BATCH, 8, [0, 1, 2, 3])
-        lane_of = dict(
-            conn.execute(
-                "SELECT position, mod(hashtext(aggregate_id::text) & 2147483647, 8) FROM order_service.outbox"
-            ).fetchall()
-        )
-    scans, nodes = [], [plan[0]["Plan"]]
-    while nodes:
-        node = nodes.pop()
-        if node.get("Relation Name") == "outbox":
-            scans.append((node["Index Name"], node.get("Rows Removed by Filter", 0)))
-        nodes.extend(node.get("Plans", []))
-    assert scans == [("outbox_lane_position_idx", 0)] * 4
-    mine = sorted(position for position, lane in lane_of.items() if lane < 4)
-    # Every row of lanes 0-3, lane after lane, each lane in position order.
-    assert [row.position for row in claimed] == sorted(mine, key=lambda position: (lane_of[position], position))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.outbox.lanes import Plan, claim_order, plan, target
+from pipeline.outbox.lanes import Plan, plan, target
 
 
 def settle(relays: list[int], lane_count: int, holders: dict[int, int], ticks: int = 4) -> dict[int, int]:
@@ -71,9 +71,3 @@ def test_a_relay_below_its_share_tries_only_free_lanes_up_to_its_target() -> Non
 def test_more_relays_than_lanes_leaves_some_idle() -> None:
     after = settle([100, 200, 300], 2, {})
     assert len(after) == 2 and len(set(after.values())) == 2
-
-
-def test_each_held_lane_comes_first_in_turn() -> None:
-    held = [1, 4, 6]
-    assert [claim_order(held, turn) for turn in range(4)] == [[1, 4, 6], [4, 6, 1], [6, 1, 4], [1, 4, 6]]
-    assert claim_order([], 5) == []
