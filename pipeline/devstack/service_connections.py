@@ -1,7 +1,10 @@
 """One connection per service login (migration 0021) for a writer that works across services, as the
 generator does: each statement runs as the service whose schema it names first (its target, in
 `INSERT INTO order_service.…` or `UPDATE driver_service.… FROM …`), so no service ever writes another's
-tables; `commit` ends every service's transaction.
+tables; `commit` ends every service's transaction. Before a statement runs as one service, the other services'
+open transactions are committed: services share a little state (a customer's pseudonym, which an order or a
+ticket may create first: migration 0027), and a statement waiting on another of this writer's own
+connections would wait forever.
 """
 
 from __future__ import annotations
@@ -42,7 +45,11 @@ class ServiceConnections:
         match = SCHEMA.search(query)
         if match is None:
             raise NibbleError(f"a statement that names no service schema: {query[:60]!r}")
-        return self.of(match.group(1)).execute(query, params)
+        conn = self.of(match.group(1))
+        for other in self.connections.values():
+            if other is not conn and other.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                other.commit()
+        return conn.execute(query, params)
 
     def commit(self) -> None:
         for conn in self.connections.values():

@@ -136,6 +136,31 @@ def test_the_generator_writes_each_service_as_that_service(db: str) -> None:
     assert history == [("nibble generate",)]
 
 
+def test_the_generator_never_waits_on_its_own_connections(db: str) -> None:
+    """An account ticket gives a customer a pseudonym as admin_service, in a transaction still open when an
+    order of the same customer is placed as order_service (0027): the writer commits the ticket first, or the
+    order would wait on it forever (here: a lock timeout)."""
+    generator = Generator(db, seed=6, city_suffix=f"-{uuid.uuid4().hex[:6]}")
+    with generator.connections("nibble-test-generator") as conn:
+        generator.build_world(conn, drivers_per_city=2)
+        conn.commit()
+        conn.of("order_service").execute("SET lock_timeout = '5s'")
+        conn.execute(
+            "INSERT INTO admin_service.support_tickets (id, user_id, subject, description, priority) "
+            "SELECT gen_random_uuid(), usr, 'Account', 'Opened by the customer', 'low' FROM unnest(%s::uuid[]) AS usr",
+            (generator.world.users,),
+        )
+        placed = generator.place(conn, 5, datetime.now(UTC))
+    with psycopg.connect(db) as check:
+        ((matching,),) = check.execute(
+            "SELECT count(*) FROM order_service.orders o WHERE o.id = ANY(%s) AND EXISTS (SELECT FROM "
+            "admin_service.support_tickets t "
+            "WHERE t.user_id = o.user_id AND t.customer_pseudonym = o.customer_pseudonym)",
+            ([order.id for order in placed],),
+        ).fetchall()
+    assert len(placed) == 5 and matching == 5  # each order carries the pseudonym its customer's ticket made
+
+
 def test_every_login_has_a_generated_password_kept_0600_and_set_on_its_role(services: Services) -> None:
     state_dir = load_settings().stack.state_dir
     with psycopg.connect(services.database_url) as conn:
