@@ -144,11 +144,21 @@ class Controller:
     def segments(self, name_with_type: str) -> list[dict[str, Any]]:
         """The ZooKeeper metadata of each segment of one part (e.g. orders_REALTIME): its start and end time
         (segment.start.time, segment.end.time, in segment.time.unit), status, creation time."""
+        return [metadata for metadata in self._segment_metadata(name_with_type).values() if metadata is not None]
+
+    def completed_segment_ends(self, name: str) -> dict[str, int]:
+        """Each completed segment of a realtime table, by name, with its end time (in its time unit)."""
+        return {
+            segment: int(metadata["segment.end.time"])
+            for segment, metadata in self._segment_metadata(f"{name}_REALTIME").items()
+            if metadata is not None and metadata.get("segment.realtime.status") == "DONE"
+        }
+
+    def _segment_metadata(self, name_with_type: str) -> dict[str, Any]:
         name, kind = name_with_type.rsplit("_", 1)
         listed = self._call("GET", f"/segments/{name}", params={"type": kind}) or []
         names = [segment for part in listed for segment in part.get(kind, [])]
-        found = (self._call("GET", f"/segments/{name_with_type}/{quote(s, safe='')}/metadata") for s in names)
-        return [metadata for metadata in found if metadata is not None]
+        return {s: self._call("GET", f"/segments/{name_with_type}/{quote(s, safe='')}/metadata") for s in names}
 
     def task_watermark_ms(self, task_type: str, name_with_type: str) -> int | None:
         """Where a minion task has got to on a table: the end of the last time bucket it moved, or None."""
