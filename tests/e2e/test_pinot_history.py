@@ -204,8 +204,10 @@ def test_a_shorter_window_drops_realtime_keys_and_history_stays_equal(history: H
 
     wait_until(dropped, 300, what="the retention manager to drop the realtime segments older than the window")
     after = {s.name: s for s in table_status(history.settings)}
+    # Retention never touches the offline parts; they may still grow: a day held back by a quiet partition
+    # (_movable_through_ms) moves as soon as that partition's consuming segment completes.
     for name in history.hybrid:
-        assert after[name].offline_rows == before[name].offline_rows
+        assert after[name].offline_rows >= before[name].offline_rows
     for name in expiring:
         assert after[name].heap_keys < before[name].heap_keys
     _assert_history_equal_and_state_windowed(history)

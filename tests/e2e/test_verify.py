@@ -275,7 +275,7 @@ def test_each_kind_of_drift_is_named_exactly_and_repair_heals_what_an_event_can(
         stranger,
         "OrderPlaced",
         payload.replace(template, stranger),
-        1,
+        older.schema_version,  # the version the order trigger writes now
         1,
         now,
     )
@@ -295,7 +295,7 @@ def test_each_kind_of_drift_is_named_exactly_and_repair_heals_what_an_event_can(
     [(state,)] = world.pg(
         "SELECT order_service.order_payload(o)::text FROM order_service.orders o WHERE id = %s", echoed
     )
-    echo = OutboxRow(int(position), str(uuid.uuid4()), "order", echoed, event_type, state, 1, 1, now)
+    echo = OutboxRow(int(position), str(uuid.uuid4()), "order", echoed, event_type, state, older.schema_version, 1, now)
     _produce(world.services, [extra, ledger, echo])
 
     result = world.nibble("verify", "--format", "json")

@@ -34,8 +34,8 @@ OUTBOX_ROWS = (
 def publish_unframed(services: Services, db: str) -> dict[str, int]:
     """Half of each outbox published as a relay from before the switch did (the Avro binary alone, with the
     same headers) and deleted from the outbox, as it would after Kafka's acknowledgement; how many per topic.
-    Only v1 events: the switch came before any stream's v2 (restaurants', migration 0024), and the decoder reads
-    an unframed message as its stream's v1."""
+    Only v1 events: the switch came before any stream's v2 (restaurants', migration 0024; orders' and tickets',
+    0027), and the decoder reads an unframed message as its stream's v1."""
     codec = Codec()  # no registry: unframed values
     producer = Producer({"bootstrap.servers": services.kafka_bootstrap, "enable.idempotence": True})
     published: dict[str, int] = {}
@@ -86,17 +86,18 @@ def test_unframed_then_framed_messages_ingest_once(services: Services) -> None:
         cities = [city + suffix for city in CITIES]
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
         Generator(db, seed=11, city_suffix=suffix).run_batch(ORDERS, start, per_minute=10)
-        before = end_offsets(services, "nibble.orders")
+        # Deliveries and the ledger are still at v1 (orders are at v2): theirs are the unframed messages.
+        before = end_offsets(services, "nibble.deliveries")
         unframed = publish_unframed(services, db)
-        assert unframed["nibble.orders"] > 0 and unframed["nibble.deliveries"] > 0
+        assert unframed["nibble.deliveries"] > 0 and unframed["nibble.order_ledger"] > 0
         relay = RelayProcess(services, db)  # then: the relay of now, in the wire format
         try:
             wait_until(lambda: backlog(db) == 0, 120, what="the relay to drain the rest of every outbox")
         finally:
             relay.terminate()
-        # The orders topic holds this test's unframed messages, then its framed ones (others' too: it is shared).
-        framing = first_bytes(services, "nibble.orders", before)
-        assert framing.count(0x48) >= unframed["nibble.orders"] and 0 in framing
+        # The deliveries topic holds this test's unframed messages, then its framed ones (others' too: it is shared).
+        framing = first_bytes(services, "nibble.deliveries", before)
+        assert framing.count(0x48) >= unframed["nibble.deliveries"] and 0 in framing
 
         cursor = broker_connection(services.pinot_broker_url).cursor()
         assert_pinot_equals_postgres(Ingested(db, cities, start, datetime.now(UTC), cursor), 180)
