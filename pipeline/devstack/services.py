@@ -33,6 +33,11 @@ HEAPS = {
     "pinot-minion": "1g",  # moves one bucket of one table at a time (docs/pinot.md)
     "schema-registry": "256m",  # a few dozen schemas; ~300 MB resident
 }
+# A Pinot server killed -9 leaves its ZooKeeper session behind, and on start Helix sleeps that session's
+# timeout + 5 s before it joins ("Found another instance with same instance name"): 35 s of a restart at the
+# default 30 s (docs/operations.md, "Restart time"). 10 s still allows 3 missed heartbeats (one every third of
+# it) before ZooKeeper drops a live server; ZooKeeper accepts 4-40 s at its tickTime of 2 s.
+PINOT_SERVER_ZK_SESSION_TIMEOUT_MS = 10_000
 REGISTRY_MIN_JAVA = 21  # Apicurio Registry 3.x is built for Java 21
 PINOT_MAIN = {
     "pinot-controller": "StartController",
@@ -219,6 +224,8 @@ class JavaServices:
         log4j = STACK_RECIPES / runtime / "log4j2.properties"
         heap = HEAPS[name]
         command = [JAVA, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", *JAVA_OPENS]
+        if name.startswith("pinot-server"):
+            command.append(f"-Dzk.session.timeout={PINOT_SERVER_ZK_SESSION_TIMEOUT_MS}")  # read by Helix
         command += [f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, *arguments]
         processes.spawn(command, log_file, pid_file, cwd=self.state)
 
