@@ -317,6 +317,18 @@ CREATE TRIGGER orders_customer_pseudonym_update BEFORE UPDATE OF user_id ON orde
 RESET ROLE;
 SET LOCAL session_replication_role = origin;  -- the copy is done: triggers fire again
 
+-- 0012's refusal names the table written, not the partition its row trigger fired on (the error is the
+-- same for every table, partitioned or not).
+CREATE OR REPLACE FUNCTION public.refuse_unpublishable_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%.%: % of % % refused: it is published to analytics, which cannot forget or re-key it',
+        TG_TABLE_SCHEMA, (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = coalesce(pg_partition_root(TG_RELID), TG_RELID)),
+        TG_OP, TG_ARGV[0], OLD.id
+        USING ERRCODE = 'restrict_violation', HINT = TG_ARGV[1];
+END
+$$;
+
 -- 0022's audit triggers, as the migrating superuser (the owners have no USAGE on schema audit).
 CREATE TRIGGER orders_audit_insert AFTER INSERT ON order_service.orders
     REFERENCING NEW TABLE AS new_rows
