@@ -187,6 +187,35 @@ def test_the_children_carry_the_key_and_the_foreign_keys_hold(db: str) -> None:
             conn.execute("DELETE FROM order_service.orders WHERE id = %s", (unannounced,))
 
 
+def test_retention_detaches_a_month_into_the_archive_but_never_one_whose_orders_have_children(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "SELECT partman.create_partition_time(%s, ARRAY[date_trunc('month', now() - interval '5 months'), "
+            "date_trunc('month', now() - interval '4 months')])",
+            (ORDERS,),
+        )
+        conn.execute("SET session_replication_role = replica")  # an order without even a history row
+        alone = one(conn, ORDER_CREATED, POINT, "-5 months")
+        conn.execute("RESET session_replication_role")
+        conn.execute(ITEM, (one(conn, ORDER_CREATED, POINT, "-4 months"),))
+        orders = one(conn, "SELECT count(*) FROM order_service.orders")
+        detached = "order_service_archive." + month_partition(conn, "-5 months").removeprefix("order_service.")
+        held = month_partition(conn, "-4 months")
+
+        set_retention = "UPDATE partman.part_config SET retention = %s WHERE parent_table = %s"
+        conn.execute(set_retention, ("4 months", ORDERS))
+        conn.execute("SELECT partman.run_maintenance(%s)", (ORDERS,))
+        assert one(conn, f"SELECT id FROM {detached}") == alone, "detached into the archive, its row kept"
+        assert one(conn, "SELECT count(*) FROM order_service.orders") == orders - 1
+
+        conn.execute(set_retention, ("3 months", ORDERS))
+        # pg_partman re-raises PostgreSQL's refusal as its own error, naming the foreign key
+        with pytest.raises(psycopg.errors.RaiseException, match="violates foreign key constraint"):
+            conn.execute("SELECT partman.run_maintenance(%s)", (ORDERS,))
+        assert one(conn, "SELECT count(*) FROM pg_inherits WHERE inhrelid = %s::regclass", held) == 1
+        assert one(conn, "SELECT count(*) FROM order_service.orders") == orders - 1
+
+
 def triggers_and_grants(url: str) -> tuple[set[str], list[str], set[tuple[str, tuple[str, ...]]]]:
     with psycopg.connect(url) as conn:
         triggers = {
