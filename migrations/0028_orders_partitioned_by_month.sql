@@ -178,7 +178,8 @@ COMMENT ON FUNCTION order_service.is_visible(order_service.orders) IS
 CREATE FUNCTION order_service.refuse_new_created_at() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'order_service.orders: created_at of order % cannot change: it files the order in its month''s partition',
+    RAISE EXCEPTION
+        'order_service.orders: created_at of order % cannot change: it files the order in its month''s partition',
         OLD.id USING ERRCODE = 'restrict_violation';
 END
 $$;
@@ -323,7 +324,8 @@ CREATE OR REPLACE FUNCTION public.refuse_unpublishable_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '%.%: % of % % refused: it is published to analytics, which cannot forget or re-key it',
-        TG_TABLE_SCHEMA, (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = coalesce(pg_partition_root(TG_RELID), TG_RELID)),
+        TG_TABLE_SCHEMA,
+        (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = coalesce(pg_partition_root(TG_RELID), TG_RELID)),
         TG_OP, TG_ARGV[0], OLD.id
         USING ERRCODE = 'restrict_violation', HINT = TG_ARGV[1];
 END
