@@ -19,6 +19,10 @@ partitioned by placed_at (no pruning: every month's index).
     .venv/bin/python -m bench.bench_partitions [--database-url URL] [--only pings|orders]
         [--rows-per-day 100000] [--days 6] [--days-removed 3]
         [--orders-per-month 50000] [--months 6] [--rounds 10] [--seconds 2] [--queries 9]
+        [--plan-cache-mode force_generic_plan]
+
+`--plan-cache-mode force_generic_plan` shows what PostgreSQL 15 spends re-planning the checkout's statements
+(and the foreign-key checks) against each partition (docs/migrations.md, "Orders by month").
 
 Medians. A day of real pings (a row per driver every few seconds) is far larger than the default here,
 which is sized for a shared 2-core machine: the DELETE grows with the rows, the drop does not.
@@ -166,6 +170,9 @@ def bench_orders(args: argparse.Namespace) -> None:
             with psycopg.connect(flat, autocommit=True) as flat_conn, psycopg.connect(months, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
                 connections = {False: flat_conn, True: conn}
+                if args.plan_cache_mode:
+                    for each in connections.values():
+                        each.execute(f"SET plan_cache_mode = {args.plan_cache_mode}")
                 for each in connections.values():
                     run_round(each, args.seconds)  # warm-up
                 rates: dict[bool, list[float]] = {False: [], True: []}
@@ -241,6 +248,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="checkout rounds per layout, alternating")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one round")
     parser.add_argument("--queries", type=int, default=9, help="GMV queries per layout, alternating")
+    parser.add_argument(
+        "--plan-cache-mode",
+        choices=["auto", "force_generic_plan", "force_custom_plan"],
+        help="for the checkouts of both layouts; default: the server's",
+    )
     args = parser.parse_args()
     if args.only != "orders":
         bench_pings(args)
